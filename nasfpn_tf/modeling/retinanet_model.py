@@ -1,0 +1,149 @@
+"""RetinaNet as a Keras model that works with plain fit / evaluate / predict.
+
+`call` returns raw, flattened head outputs (what the loss needs); `predict_step`
+adds decoding and NMS, so `model.predict(images)` returns detections.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from nasfpn_tf.losses.retinanet_loss import retinanet_losses
+from nasfpn_tf.modeling.layers.detection_generator import DetectionGenerator
+from nasfpn_tf.ops.anchor import AnchorGenerator
+
+# ImageNet statistics in 0..255 pixel units: backbones expect this normalisation.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+def _flatten_levels(outputs: Mapping, levels: Sequence[str], width: int):
+  """{"P3": [B, H, W, A * width], ...} -> [B, sum(H * W * A), width] in anchor order."""
+  flat = [ops.reshape(outputs[lvl], (ops.shape(outputs[lvl])[0], -1, width)) for lvl in levels]
+  return ops.concatenate(flat, axis=1)
+
+
+def _global_sum(value):
+  """Sums a per-replica scalar over replicas (identity outside a multi-replica step)."""
+  ctx = tf.distribute.get_replica_context()
+  if ctx is None or ctx.num_replicas_in_sync == 1:
+    return value
+  return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+@keras.saving.register_keras_serializable(package="nasfpn_tf")
+class RetinaNetModel(keras.Model):
+  """Backbone -> decoder -> head, with RetinaNet loss and detection output.
+
+  Args:
+    backbone: a model from images to {"P3": C3, ...}.
+    decoder: a layer from backbone features to {"P3".."P7"} (FPN, NAS-FPN, ...).
+    head: a `RetinaNetHead`.
+    num_classes: class logits per anchor.
+    input_size: (height, width) the model is built for (anchors are fixed to it).
+    anchor_generator: anchors (default: RetinaNet's 3 scales x 3 ratios, size 4).
+    detection_generator: post-processing (default: Model Garden's settings).
+    focal_alpha, focal_gamma, huber_delta, box_loss_weight: loss settings.
+
+  Call arguments:
+    images: float [B, H, W, 3] in 0..255 (already resized/padded to `input_size`).
+
+  Returns:
+    {"cls_outputs": [B, N, num_classes] logits, "box_outputs": [B, N, 4] deltas}.
+  """
+
+  def __init__(self, backbone: keras.Model, decoder: keras.layers.Layer,
+               head: keras.layers.Layer, num_classes: int, input_size: Sequence[int],
+               min_level: int = 3, max_level: int = 7,
+               anchor_generator: Optional[AnchorGenerator] = None,
+               detection_generator: Optional[DetectionGenerator] = None,
+               focal_alpha: float = 0.25, focal_gamma: float = 1.5, huber_delta: float = 0.1,
+               box_loss_weight: float = 50.0, **kwargs):
+    super().__init__(**kwargs)
+    self.backbone, self.decoder, self.head = backbone, decoder, head
+    self.num_classes = num_classes
+    self.input_size = [int(s) for s in input_size]
+    self.min_level, self.max_level = min_level, max_level
+    self.anchor_generator = anchor_generator or AnchorGenerator(min_level, max_level)
+    anchors = self.anchor_generator(self.input_size)
+    self.levels = list(anchors)
+    self.anchors = np.concatenate(list(anchors.values()), 0)
+    self.detection_generator = detection_generator or DetectionGenerator(
+        [len(a) for a in anchors.values()], self.input_size)
+    self.loss_settings = {"focal_alpha": focal_alpha, "focal_gamma": focal_gamma,
+                          "huber_delta": huber_delta, "box_loss_weight": box_loss_weight}
+    self.cls_loss_tracker = keras.metrics.Mean(name="cls_loss")
+    self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
+    self.positives_tracker = keras.metrics.Mean(name="positives_per_image")
+
+  def build(self, input_shape=None):
+    """Builds every part from the fixed input size (shapes flow backbone -> decoder -> head)."""
+    if self.built:
+      return
+    feature_shapes = {k: tuple(v.shape) for k, v in self.backbone.output.items()}
+    self.decoder.build(feature_shapes)
+    self.head.build(self.decoder.compute_output_shape(feature_shapes))
+    self.built = True
+
+  @property
+  def num_anchors(self) -> int:
+    return int(self.anchors.shape[0])
+
+  def call(self, images, training=None):
+    x = (ops.cast(images, self.compute_dtype) - ops.array(PIXEL_MEAN, self.compute_dtype)) / \
+        ops.array(PIXEL_STD, self.compute_dtype)
+    features = self.decoder(self.backbone(x, training=training), training=training)
+    cls, box = self.head(features, training=training)
+    return {"cls_outputs": ops.cast(_flatten_levels(cls, self.levels, self.num_classes), "float32"),
+            "box_outputs": ops.cast(_flatten_levels(box, self.levels, 4), "float32")}
+
+  def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    del x, sample_weight
+    positives = ops.sum(ops.cast(y["cls_targets"] >= 0, "float32"))
+    # Normalise by the positives of the whole global batch so that the sum of the
+    # replicas' losses is exactly the single-device loss on the same batch.
+    global_positives = _global_sum(positives)
+    losses = retinanet_losses(y, y_pred["cls_outputs"], y_pred["box_outputs"], self.num_classes,
+                              **self.loss_settings)
+    scale = (positives + 1.0) / (global_positives + 1.0)
+    total = losses["total_loss"] * scale
+    batch = ops.cast(ops.shape(y["cls_targets"])[0], "float32")
+    self.cls_loss_tracker.update_state(losses["cls_loss"])
+    self.box_loss_tracker.update_state(losses["box_loss"])
+    self.positives_tracker.update_state(positives / batch)
+    return total
+
+  def predict_step(self, data):
+    images = data[0] if isinstance(data, (tuple, list)) else data
+    return self.detect(images)
+
+  def detect(self, images) -> dict:
+    """Detections for a batch of preprocessed images (boxes in input pixels)."""
+    outputs = self(images, training=False)
+    return self.detection_generator(outputs["cls_outputs"], outputs["box_outputs"],
+                                    self.anchors)
+
+  def get_config(self) -> dict:
+    return {
+        "backbone": keras.saving.serialize_keras_object(self.backbone),
+        "decoder": keras.saving.serialize_keras_object(self.decoder),
+        "head": keras.saving.serialize_keras_object(self.head),
+        "num_classes": self.num_classes, "input_size": self.input_size,
+        "min_level": self.min_level, "max_level": self.max_level,
+        "anchor_generator": self.anchor_generator.get_config(),
+        "detection_generator": keras.saving.serialize_keras_object(self.detection_generator),
+        **self.loss_settings, "name": self.name,
+    }
+
+  @classmethod
+  def from_config(cls, config: dict) -> "RetinaNetModel":
+    config = dict(config)
+    for key in ("backbone", "decoder", "head", "detection_generator"):
+      config[key] = keras.saving.deserialize_keras_object(config[key])
+    config["anchor_generator"] = AnchorGenerator(**config["anchor_generator"])
+    return cls(**config)
