@@ -1,0 +1,108 @@
+"""Feature Pyramid Network decoder (Lin et al. 2017), laid out as Model Garden's.
+
+Lateral 1x1 convs bring the backbone levels to `filters`, a top-down pass adds
+each coarser level (nearest-neighbour upsampled) into the finer one, and 3x3
+convs smooth the sums. Levels above the backbone's come from stride-2 3x3
+convs (P6 from P5's output, P7 from ReLU(P6)). Every output gets batch norm.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import keras
+from keras import ops
+
+
+def _conv_init():
+  return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+
+
+@keras.saving.register_keras_serializable(package="nasfpn_tf")
+class FPN(keras.layers.Layer):
+  """Top-down feature pyramid.
+
+  Args:
+    min_level, max_level: output levels ("P{min_level}".."P{max_level}").
+    filters: channels of every output level.
+    norm_momentum, norm_epsilon, use_sync_bn: batch-norm settings.
+
+  Call arguments:
+    features: backbone features {"P3": ..., "P5": ...} covering min_level up to some
+      level <= max_level (e.g. ResNet's C3..C5).
+
+  Returns:
+    {"P3": [B, H/8, W/8, filters], ..., "P7": [B, H/128, W/128, filters]}.
+
+  Example:
+    fpn = FPN(3, 7, filters=256)
+    pyramid = fpn({"P3": c3, "P4": c4, "P5": c5})
+  """
+
+  def __init__(self, min_level: int = 3, max_level: int = 7, filters: int = 256,
+               norm_momentum: float = 0.99, norm_epsilon: float = 1e-3,
+               use_sync_bn: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    if min_level > max_level:
+      raise ValueError(f"min_level {min_level} > max_level {max_level}")
+    self.min_level, self.max_level, self.filters = min_level, max_level, filters
+    self.norm_momentum, self.norm_epsilon, self.use_sync_bn = norm_momentum, norm_epsilon, use_sync_bn
+
+  def _input_levels(self, input_shape: Mapping) -> list[int]:
+    levels = sorted(int(k[1:]) for k in input_shape if self.min_level <= int(k[1:]) <= self.max_level)
+    if not levels or levels[0] != self.min_level:
+      raise ValueError(f"FPN needs backbone level P{self.min_level}; got {sorted(input_shape)}")
+    return levels
+
+  def _conv(self, kernel: int, name: str, strides: int = 1):
+    return keras.layers.Conv2D(self.filters, kernel, strides=strides, padding="same", name=name,
+                               kernel_initializer=_conv_init(), dtype=self.dtype_policy)
+
+  def build(self, input_shape):
+    self.backbone_levels = self._input_levels(input_shape)
+    top = self.backbone_levels[-1]
+    self.laterals, self.smooths = {}, {}
+    for level in self.backbone_levels:
+      self.laterals[level] = self._conv(1, f"lateral_conv_P{level}")
+      self.laterals[level].build(input_shape[f"P{level}"])
+      self.smooths[level] = self._conv(3, f"output_conv_P{level}")
+      self.smooths[level].build((None, None, None, self.filters))
+    self.extra = {}
+    for level in range(top + 1, self.max_level + 1):
+      self.extra[level] = self._conv(3, f"downsample_conv_P{level}", strides=2)
+      self.extra[level].build((None, None, None, self.filters))
+    self.norms = {}
+    for level in range(self.min_level, self.max_level + 1):
+      self.norms[level] = keras.layers.BatchNormalization(
+          momentum=self.norm_momentum, epsilon=self.norm_epsilon, synchronized=self.use_sync_bn,
+          name=f"output_bn_P{level}", dtype=self.dtype_policy)
+      self.norms[level].build((None, None, None, self.filters))
+
+  def call(self, features: Mapping, training=None):
+    levels = self.backbone_levels
+    lateral = {l: self.laterals[l](features[f"P{l}"]) for l in levels}
+    for finer, coarser in zip(reversed(levels[:-1]), reversed(levels[1:])):
+      up = ops.repeat(ops.repeat(lateral[coarser], 2, axis=1), 2, axis=2)
+      lateral[finer] = lateral[finer] + up
+    outputs = {l: self.smooths[l](lateral[l]) for l in levels}
+    for level, conv in self.extra.items():
+      below = outputs[level - 1]
+      # P7 is computed from ReLU(P6), as in RetinaNet; P6 directly from P5.
+      outputs[level] = conv(ops.relu(below) if level > levels[-1] + 1 else below)
+    return {f"P{l}": self.norms[l](outputs[l], training=training)
+            for l in range(self.min_level, self.max_level + 1)}
+
+  def compute_output_shape(self, input_shape):
+    base = input_shape[f"P{self.min_level}"]
+    out = {}
+    for level in range(self.min_level, self.max_level + 1):
+      factor = 2 ** (level - self.min_level)
+      h = None if base[1] is None else -(-base[1] // factor)
+      w = None if base[2] is None else -(-base[2] // factor)
+      out[f"P{level}"] = (base[0], h, w, self.filters)
+    return out
+
+  def get_config(self) -> dict:
+    return {**super().get_config(), "min_level": self.min_level, "max_level": self.max_level,
+            "filters": self.filters, "norm_momentum": self.norm_momentum,
+            "norm_epsilon": self.norm_epsilon, "use_sync_bn": self.use_sync_bn}

@@ -1,0 +1,108 @@
+"""The NAS-FPN merging cell: resample two inputs to one level, merge, ReLU-conv-BN."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import ops
+
+from nasfpn_tf.modeling.layers.dropblock import DropBlock
+from nasfpn_tf.modeling.layers.merge_ops import merge
+from nasfpn_tf.modeling.layers.resample import Resample, resampled_size
+
+
+@keras.saving.register_keras_serializable(package="nasfpn_tf")
+class MergingCell(keras.layers.Layer):
+  """One merging cell of the NAS-FPN search space.
+
+  Args:
+    input_levels: pyramid level of each input; the first two are merged with `op`,
+      any further ones are summed in afterwards (the paper's rule: an output cell
+      absorbs same-level feature maps no cell consumed).
+    target_level: level of the output.
+    op: "sum" or "global_pool".
+    filters: output channels (inputs with other widths get a 1x1 conv + BN).
+    global_pool_type: "max" or "avg" pooling for the global-pool op.
+    use_dropblock, dropblock_keep_prob, dropblock_size: optional DropBlock after BN.
+    norm_momentum, norm_epsilon, use_sync_bn: batch-norm settings.
+
+  Call arguments:
+    inputs: list of [B, H_i, W_i, C_i] tensors, one per `input_levels` entry.
+
+  Returns:
+    [B, H, W, filters] at `target_level`.
+
+  Example:
+    cell = MergingCell([4, 6], target_level=4, op="global_pool", filters=256)
+    p4_new = cell([p4, p6])
+  """
+
+  def __init__(self, input_levels: Sequence[int], target_level: int, op: str = "sum",
+               filters: int = 256, global_pool_type: str = "max", use_dropblock: bool = False,
+               dropblock_keep_prob: float = 0.9, dropblock_size: int = 3,
+               norm_momentum: float = 0.99, norm_epsilon: float = 1e-3,
+               use_sync_bn: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    if len(input_levels) < 2:
+      raise ValueError(f"a merging cell needs at least 2 inputs, got levels {list(input_levels)}")
+    if op not in ("sum", "global_pool"):
+      raise ValueError(f"op '{op}' is not 'sum' or 'global_pool'")
+    if global_pool_type not in ("max", "avg"):
+      raise ValueError(f"global_pool_type '{global_pool_type}' is not 'max' or 'avg'")
+    self.input_levels = [int(l) for l in input_levels]
+    self.target_level, self.op, self.filters = int(target_level), op, filters
+    self.global_pool_type = global_pool_type
+    self.use_dropblock = use_dropblock
+    self.dropblock_keep_prob, self.dropblock_size = dropblock_keep_prob, dropblock_size
+    self.norm_momentum, self.norm_epsilon, self.use_sync_bn = norm_momentum, norm_epsilon, use_sync_bn
+
+  def _norm_kwargs(self) -> dict:
+    return {"momentum": self.norm_momentum, "epsilon": self.norm_epsilon,
+            "synchronized": self.use_sync_bn, "dtype": self.dtype_policy}
+
+  def build(self, input_shape):
+    if len(input_shape) != len(self.input_levels):
+      raise ValueError(f"MergingCell got {len(input_shape)} inputs for input_levels "
+                       f"{self.input_levels}")
+    self.resamplers = []
+    for i, (shape, level) in enumerate(zip(input_shape, self.input_levels)):
+      layer = Resample(level, self.target_level, self.filters, self.norm_momentum,
+                       self.norm_epsilon, self.use_sync_bn, name=f"resample_{i}",
+                       dtype=self.dtype_policy)
+      layer.build(tuple(shape))
+      self.resamplers.append(layer)
+    self.conv = keras.layers.Conv2D(
+        self.filters, 3, padding="same", name="conv", dtype=self.dtype_policy,
+        kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out",
+                                                              "untruncated_normal"))
+    self.conv.build((None, None, None, self.filters))
+    self.norm = keras.layers.BatchNormalization(name="bn", **self._norm_kwargs())
+    self.norm.build((None, None, None, self.filters))
+    self.dropblock = (DropBlock(self.dropblock_keep_prob, self.dropblock_size, name="dropblock",
+                                dtype=self.dtype_policy) if self.use_dropblock else None)
+
+  def call(self, inputs, training=None):
+    feats = [r(x, training=training) for r, x in zip(self.resamplers, inputs)]
+    x = merge(self.op, feats[0], feats[1], self.input_levels[0], self.input_levels[1],
+              self.global_pool_type)
+    for extra in feats[2:]:
+      x = x + extra
+    x = self.norm(self.conv(ops.relu(x)), training=training)
+    if self.dropblock is not None:
+      x = self.dropblock(x, training=training)
+    return x
+
+  def compute_output_shape(self, input_shape):
+    b, h, w, _ = input_shape[0]
+    src = self.input_levels[0]
+    return (b, resampled_size(h, src, self.target_level),
+            resampled_size(w, src, self.target_level), self.filters)
+
+  def get_config(self) -> dict:
+    return {**super().get_config(), "input_levels": self.input_levels,
+            "target_level": self.target_level, "op": self.op, "filters": self.filters,
+            "global_pool_type": self.global_pool_type, "use_dropblock": self.use_dropblock,
+            "dropblock_keep_prob": self.dropblock_keep_prob,
+            "dropblock_size": self.dropblock_size, "norm_momentum": self.norm_momentum,
+            "norm_epsilon": self.norm_epsilon, "use_sync_bn": self.use_sync_bn}
