@@ -86,8 +86,11 @@ class RetinaNetModel(keras.Model):
     if self.built:
       return
     feature_shapes = {k: tuple(v.shape) for k, v in self.backbone.output.items()}
-    self.decoder.build(feature_shapes)
-    self.head.build(self.decoder.compute_output_shape(feature_shapes))
+    # Parts deserialised from a .keras file arrive built already.
+    if not self.decoder.built:
+      self.decoder.build(feature_shapes)
+    if not self.head.built:
+      self.head.build(self.decoder.compute_output_shape(feature_shapes))
     self.built = True
 
   @property
