@@ -61,7 +61,12 @@ class ArchitectureSpec:
   max_level: int = 7
 
   def __post_init__(self):
-    object.__setattr__(self, "cells", tuple(self.cells))
+    # Inputs given as a list (e.g. straight from JSON) become a tuple, so that equal
+    # specs compare equal and stay hashable.
+    cells = tuple(dataclasses.replace(c, inputs=tuple(c.inputs))
+                  if isinstance(c, CellSpec) and isinstance(c.inputs, list) else c
+                  for c in self.cells)
+    object.__setattr__(self, "cells", cells)
     validate(self)
 
   @property
@@ -96,6 +101,9 @@ class ArchitectureSpec:
 
 def validate(spec: ArchitectureSpec) -> None:
   """Raises `SpecError` naming the first bad cell and field."""
+  for name, value in (("min_level", spec.min_level), ("max_level", spec.max_level)):
+    if not isinstance(value, int) or isinstance(value, bool):
+      raise SpecError(f"{name} {value!r} is not an integer")
   if spec.min_level < 1 or spec.max_level < spec.min_level:
     raise SpecError(f"min_level={spec.min_level}, max_level={spec.max_level}: need "
                     "1 <= min_level <= max_level")
@@ -108,10 +116,14 @@ def validate(spec: ArchitectureSpec) -> None:
       raise SpecError(f"cell {k}: expected CellSpec, got {type(cell).__name__}")
     if cell.op not in OPS:
       raise SpecError(f"cell {k}: op '{cell.op}' is not one of {list(OPS)}")
-    if not (isinstance(cell.level, int) and spec.min_level <= cell.level <= spec.max_level):
+    if isinstance(cell.level, bool) or not isinstance(cell.level, int):
+      raise SpecError(f"cell {k}: level {cell.level!r} is not an integer")
+    if not spec.min_level <= cell.level <= spec.max_level:
       raise SpecError(f"cell {k}: level {cell.level} outside {spec.min_level}..{spec.max_level}")
-    if len(cell.inputs) != 2:
-      raise SpecError(f"cell {k}: inputs must be two pool indices, got {list(cell.inputs)}")
+    if not isinstance(cell.inputs, (tuple, list)) or len(cell.inputs) != 2:
+      raise SpecError(f"cell {k}: inputs must be two pool indices, got {cell.inputs!r}")
+    if not isinstance(cell.is_output, bool):
+      raise SpecError(f"cell {k}: is_output must be true or false, got {cell.is_output!r}")
     pool_size = num_inputs + k
     for which, idx in zip(("first", "second"), cell.inputs):
       if not isinstance(idx, int) or isinstance(idx, bool) or idx < 0:
@@ -127,6 +139,30 @@ def validate(spec: ArchitectureSpec) -> None:
   missing = [lvl for lvl in range(spec.min_level, spec.max_level + 1) if lvl not in seen_outputs]
   if missing:
     raise SpecError(f"no output cell for level(s) {', '.join(f'P{m}' for m in missing)}")
+
+
+def cell_input_plan(spec: ArchitectureSpec) -> list[list[int]]:
+  """Pool indices each cell merges: its two inputs, then, for an output cell, every
+  earlier pool entry of the same level that no cell has consumed so far.
+
+  That is the paper's output rule (Model Garden applies it the same way, counting
+  consumers in build order): in the published cell it keeps the P5 and P7 inputs,
+  which no cell reads, by summing them into the P5 and P7 output cells.
+  """
+  levels = spec.pool_levels()
+  consumed = [0] * len(levels)
+  plan = []
+  for k, cell in enumerate(spec.cells):
+    indices = list(cell.inputs)
+    for i in indices:
+      consumed[i] += 1
+    if cell.is_output:
+      for j in range(spec.num_inputs + k):
+        if consumed[j] == 0 and levels[j] == cell.level:
+          indices.append(j)
+          consumed[j] += 1
+    plan.append(indices)
+  return plan
 
 
 def _cell_from_record(k: int, rec: Any) -> CellSpec:
@@ -146,6 +182,8 @@ def _cell_from_record(k: int, rec: Any) -> CellSpec:
     raise SpecError(f"cell {k}: expected a mapping or [level, op, inputs, is_output], got {rec!r}")
   if isinstance(level, str) and level.upper().startswith("P"):
     level = level[1:]
+  if isinstance(level, bool) or (isinstance(level, float) and not level.is_integer()):
+    raise SpecError(f"cell {k}: level {level!r} is not an integer")
   try:
     level = int(level)
   except (TypeError, ValueError):
@@ -181,6 +219,9 @@ def from_string(text: str, min_level: int = 3, max_level: int = 7) -> Architectu
     cells.append(_cell_from_record(k, [fields[0], fields[1], inputs, len(fields) == 4]))
   return ArchitectureSpec(tuple(cells), min_level, max_level)
 
+
+# YAML text (not a compact string) starts with one of the mapping keys.
+_YAML_KEYS = ("cells:", "min_level:", "max_level:")
 
 SpecLike = Union[str, ArchitectureSpec, Sequence[Any], Mapping[str, Any]]
 
@@ -219,11 +260,15 @@ def parse_spec(value: SpecLike, min_level: int = 3, max_level: int = 7) -> Archi
         return parse_spec(loaded, min_level, max_level)
       except SpecError as e:
         raise SpecError(f"{text}: {e}") from None
-    if text.startswith(("[", "{")):
+    if text.startswith(("[", "{", "-")) or text.startswith(_YAML_KEYS):
       try:
-        return parse_spec(json.loads(text), min_level, max_level)
+        loaded = json.loads(text)
       except json.JSONDecodeError:
-        return parse_spec(yaml.safe_load(text), min_level, max_level)
+        try:
+          loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+          raise SpecError(f"spec text is not valid JSON/YAML: {e}") from None
+      return parse_spec(loaded, min_level, max_level)
     if ":" in text:
       return from_string(text, min_level, max_level)
     raise SpecError(f"'{text}' is not a known spec name ({sorted(named_specs.NAMED_SPECS)}), "

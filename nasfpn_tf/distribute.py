@@ -1,11 +1,31 @@
-"""tf.distribute strategies from `RuntimeConfig`."""
+"""tf.distribute strategies from `RuntimeConfig`, and what `model.fit` needs to run under them.
+
+Which path each strategy takes (the README's "Training at scale" explains why):
+  default       one device; the global-batch dataset.
+  mirrored      all local GPUs (or logical CPUs); the global-batch dataset, split by Keras.
+  multi_worker  every device of every TF_CONFIG worker; one dataset per worker, sharded by
+                worker before decoding, batched per replica.
+  tpu           every TPU core; one dataset per host, as for multi_worker.
+
+All four train with `model.fit`. Under MultiWorkerMirroredStrategy Keras 3's `fit` breaks
+in two places (keras-team/keras#20585); `DistributedFitMixin` mends both, see its docstring.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from typing import Callable, Optional
+
 import tensorflow as tf
 from absl import logging
+from keras import tree
 
 from nasfpn_tf.configs.experiment import RuntimeConfig
+
+# MultiWorkerMirroredStrategy and TPU initialisation may happen only once per process, so
+# repeated trainings in one process (tests, the search) reuse the first instance.
+_SINGLETONS: dict[tuple, tf.distribute.Strategy] = {}
 
 
 def ensure_logical_cpus(count: int) -> None:
@@ -18,26 +38,164 @@ def ensure_logical_cpus(count: int) -> None:
       cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
 
 
+def _mirrored(config: RuntimeConfig) -> tf.distribute.Strategy:
+  gpus = tf.config.list_physical_devices("GPU")
+  if gpus:
+    return tf.distribute.MirroredStrategy()
+  count = max(config.num_cpu_devices, 1)
+  ensure_logical_cpus(count)
+  devices = [d.name for d in tf.config.list_logical_devices("CPU")][:count]
+  logging.info("No GPU: mirroring over %d logical CPU devices", len(devices))
+  return tf.distribute.MirroredStrategy(devices)
+
+
+def _tpu(config: RuntimeConfig) -> tf.distribute.Strategy:
+  resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=config.tpu or None)
+  tf.config.experimental_connect_to_cluster(resolver)
+  tf.tpu.experimental.initialize_tpu_system(resolver)
+  return tf.distribute.TPUStrategy(resolver)
+
+
 def build_strategy(config: RuntimeConfig) -> tf.distribute.Strategy:
   """`default`: one device; `mirrored`: all local GPUs (or `num_cpu_devices` logical CPUs
   when there is no GPU); `multi_worker`: MultiWorkerMirroredStrategy from TF_CONFIG;
-  `tpu`: TPUStrategy on `config.tpu`."""
+  `tpu`: TPUStrategy on `config.tpu` (a name, or a grpc:// address; empty: the local TPU)."""
   if config.strategy == "default":
     return tf.distribute.get_strategy()
   if config.strategy == "mirrored":
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-      return tf.distribute.MirroredStrategy()
-    count = max(config.num_cpu_devices, 1)
-    ensure_logical_cpus(count)
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:count]
-    logging.info("No GPU: mirroring over %d logical CPU devices", len(devices))
-    return tf.distribute.MirroredStrategy(devices)
-  if config.strategy == "multi_worker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  if config.strategy == "tpu":
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=config.tpu or None)
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
-  raise ValueError(f"runtime.strategy: unknown strategy '{config.strategy}'")
+    return _mirrored(config)
+  key = (config.strategy, config.tpu)
+  if key not in _SINGLETONS:
+    if config.strategy == "multi_worker":
+      _SINGLETONS[key] = tf.distribute.MultiWorkerMirroredStrategy()
+    elif config.strategy == "tpu":
+      _SINGLETONS[key] = _tpu(config)
+    else:
+      raise ValueError(f"runtime.strategy: unknown strategy '{config.strategy}'")
+  return _SINGLETONS[key]
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+  """True for MultiWorkerMirroredStrategy with more than one worker in its cluster.
+
+  This is the condition under which Keras' TF trainer switches to cross-worker collectives
+  (and fails, see `DistributedFitMixin`); a single-worker MWMS behaves like MirroredStrategy.
+  """
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return False
+  # Private, but it is exactly what keras/src/backend/tensorflow/trainer.py tests.
+  return bool(getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)())
+
+
+def uses_per_worker_datasets(strategy: tf.distribute.Strategy) -> bool:
+  """Multi-worker and TPU training read one dataset per worker (host), sharded before decoding.
+
+  Keras would otherwise auto-shard a global dataset *after* every worker has read and decoded
+  all of it, which wastes (number of workers - 1) / number of workers of the input work.
+  """
+  return is_multi_worker(strategy) or isinstance(strategy, tf.distribute.TPUStrategy)
+
+
+def is_chief(strategy: Optional[tf.distribute.Strategy] = None) -> bool:
+  """Whether this process writes checkpoints, backups, logs and exports.
+
+  Without TF_CONFIG (or for non-multi-worker strategies) every process is the chief. In a
+  multi-worker cluster it is the task of type "chief", or worker 0 when there is no chief.
+  """
+  if strategy is not None and not is_multi_worker(strategy):
+    return True
+  tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+  task = tf_config.get("task", {})
+  task_type, task_id = task.get("type"), int(task.get("index", 0))
+  if task_type in (None, "chief"):
+    return True
+  has_chief = bool(tf_config.get("cluster", {}).get("chief"))
+  return task_type == "worker" and task_id == 0 and not has_chief
+
+
+def distribute_dataset(strategy: tf.distribute.Strategy,
+                       dataset_fn: Callable[[Optional[tf.distribute.InputContext]],
+                                            tf.data.Dataset]):
+  """The training input for `model.fit` under `strategy`.
+
+  Args:
+    strategy: the strategy the model was built under.
+    dataset_fn: input context (None: one global pipeline) -> batched dataset; with a
+      context it must batch by the per-replica batch and shard by
+      `context.input_pipeline_id` (see `data.input_pipeline.build_dataset`).
+
+  Returns:
+    A `tf.data.Dataset` (Keras splits its global batches over the local replicas) or a
+    distributed dataset with one pipeline per worker.
+  """
+  if uses_per_worker_datasets(strategy):
+    return strategy.distribute_datasets_from_function(dataset_fn)
+  return dataset_fn(None)
+
+
+def _first_local_value(value):
+  if isinstance(value, tf.distribute.DistributedValues):
+    return value.values[0]
+  return value
+
+
+class DistributedFitMixin:
+  """Lets `keras.Model.fit` (Keras 3, TF backend) train under MultiWorkerMirroredStrategy.
+
+  Keras 3.15's `fit` fails with more than one worker in two places (keras-team/keras#20585):
+
+  1. Before training, `_maybe_symbolic_build` draws one distributed batch and averages it
+     across replicas with `strategy.reduce("MEAN", (x, y), axis=None)`, only to learn its
+     shapes. The collective strategy cannot reduce a nested structure (TensorFlow's own
+     "TODO(josh11b): support `value` being a nest") and tries to convert the whole
+     structure into one tensor: "Attempt to convert a value (PerReplica:{...})". We hand
+     the symbolic build the first local replica's batch instead: same shapes, no
+     communication (and no averaging of integer labels).
+  2. After every step, Keras reduces the logs with `strategy.reduce("MEAN", v, axis=0)`
+     when it sees multiple workers, which fails on the scalar logs every `train_step`
+     returns ("Invalid reduction dimension 0 for input with 0 dimensions"). Under
+     multi-worker training `train_step` / `test_step` return each log as a one-element
+     vector, so that Keras' reduction along axis 0 is the global mean over all replicas
+     of all workers: every worker then sees the same logs, which also keeps decisions
+     taken on them (stopping on a NaN loss) identical across workers.
+
+  Everything else (the step itself, callbacks, progress bar) is Keras' own, so there is one
+  training code for every strategy. Mix in before `keras.Model`.
+  """
+
+  def _needs_data_to_build(self) -> bool:
+    """Whether Keras' symbolic build has anything to learn from a batch: an unbuilt model
+    (once built, every layer on its call path is too; a layer off it, such as the detection
+    generator, would not be built by a symbolic call either) or compiled losses/metrics."""
+    compiled = [getattr(self, "_compile_metrics", None), getattr(self, "_compile_loss", None)]
+    return not self.built or any(part is not None and not part.built for part in compiled)
+
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    if getattr(self, "_distribute_strategy", None) is None:
+      # No strategy at build time: Keras builds lazily and draws no batch; keep that.
+      return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+    if not self._needs_data_to_build():
+      # Only the optimizer may be left. Drawing a batch would start the input pipeline once
+      # more for nothing, and move a seeded shuffle on by one pass, so that the data seen by
+      # training would depend on the strategy.
+      if self.optimizer is not None and not self.optimizer.built:
+        with self.distribute_strategy.scope():
+          self.optimizer.build(self.trainable_variables)
+      return None
+    if iterator is not None and data_batch is None:
+      for _, _, batches in iterator:
+        data_batch = tree.map_structure(_first_local_value, next(batches))
+        break
+    return super()._maybe_symbolic_build(data_batch=data_batch)
+
+  def _worker_reducible_logs(self, logs: dict) -> dict:
+    if not is_multi_worker(self.distribute_strategy):
+      return logs
+    return {k: tf.reshape(v, [1]) if tf.is_tensor(v) and v.shape.rank == 0 else v
+            for k, v in logs.items()}
+
+  def train_step(self, data):
+    return self._worker_reducible_logs(super().train_step(data))
+
+  def test_step(self, data):
+    return self._worker_reducible_logs(super().test_step(data))

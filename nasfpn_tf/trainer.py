@@ -1,62 +1,263 @@
-"""Training and evaluation with `model.fit`, driven by an `ExperimentConfig`.
+"""Training and evaluation with `model.fit`, driven by an `ExperimentConfig`, on any strategy.
 
-One Keras "epoch" is `trainer.validation_interval` steps, so the epoch end is
-where COCO evaluation, checkpoints and TensorBoard summaries happen. A killed
-run restarted with the same command resumes from the last backup
-(`keras.callbacks.BackupAndRestore`), mid-epoch included.
+One Keras "epoch" is `trainer.validation_interval` steps, so the epoch end is where COCO
+evaluation and epoch summaries happen. Every strategy (one device, mirrored GPUs, multi-worker,
+TPU) trains through the same `model.fit` call; `distribute.py` says which input path each takes.
+
+Fault tolerance: every `trainer.backup_interval` steps the chief writes the weights and the
+optimizer state (its step counter included) to `model_dir/backup/` atomically. A killed run
+restarted with the same command restores the newest readable backup and resumes at exactly that
+step, mid-epoch included, and stops at `trainer.train_steps`. A non-finite loss stops training
+before anything is written from the broken weights: the last checkpoint and backups stay the
+last good ones, and `TrainingDivergedError` says where they are.
+
+Run (see run.py for the flags):
+  python run.py --config_file=configs/retinanet_r50_nasfpn_640_coco.yaml --model_dir=runs/coco
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from typing import Optional
+import re
+from typing import Callable, Optional
 
 import keras
 import tensorflow as tf
 from absl import logging
 
+from nasfpn_tf import distribute
 from nasfpn_tf.configs.experiment import ConfigError, DataConfig, ExperimentConfig
 from nasfpn_tf.configs.loading import save_yaml
-from nasfpn_tf.data.diagnostics import inspect_training_data
 from nasfpn_tf.data.coco_reader import SourceInfo
+from nasfpn_tf.data.diagnostics import inspect_training_data
 from nasfpn_tf.data.input_pipeline import build_dataset, coco_paths, raw_dataset
-from nasfpn_tf.distribute import build_strategy
 from nasfpn_tf.evaluation import coco_evaluator
 from nasfpn_tf.modeling.factory import build_model
 from nasfpn_tf.optimization import build_optimizer
 
 MODEL_FILE = "model.keras"
 CHECKPOINT_FILE = "checkpoint.weights.h5"
+BACKUP_DIR = "backup"
+# Steps between the per-step TensorBoard scalars (loss, learning rate).
+SUMMARY_INTERVAL = 50
 
 
-class AtomicCheckpoint(keras.callbacks.Callback):
-  """Saves weights every `interval` steps and at the end, to a temp name then renamed,
-  so a kill during the write never corrupts the previous checkpoint."""
+class TrainingDivergedError(FloatingPointError):
+  """The loss became NaN or infinite; nothing was saved from the diverged weights."""
 
-  def __init__(self, path: str, interval: int):
-    super().__init__()
-    self.path, self.interval = path, interval
 
-  def _save(self):
-    tmp = self.path.replace(".weights.h5", f".tmp-{os.getpid()}.weights.h5")
-    self.model.save_weights(tmp)
-    os.replace(tmp, self.path)
+# ----------------------------------------------------------------------------- atomic files
 
-  def on_train_batch_end(self, batch, logs=None):
-    step = int(self.model.optimizer.iterations.numpy())
-    if step % self.interval == 0:
-      self._save()
+def _fsync(path: str) -> None:
+  # A rename is only as durable as the data renamed: flush it first (local files only).
+  if "://" not in path:
+    with open(path, "rb") as f:
+      os.fsync(f.fileno())
 
-  def on_train_end(self, logs=None):
-    self._save()
+
+def atomic_save(save: Callable[[str], None], path: str) -> None:
+  """Calls `save(tmp)` on a temporary name next to `path`, then renames it to `path`.
+
+  The temporary name keeps the extension Keras requires (`.weights.h5`, `.keras`). A process
+  killed during `save` leaves `path` as it was. `tf.io.gfile` makes this work for `gs://`
+  model folders too (where one object write is atomic, and the rename a copy).
+  """
+  folder, name = os.path.split(path)
+  stem, dot, ext = name.partition(".")
+  tmp = os.path.join(folder, f"{stem}.tmp-{os.getpid()}{dot}{ext}")
+  save(tmp)
+  _fsync(tmp)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def save_model_atomic(model: keras.Model, path: str) -> None:
-  tmp = path.replace(".keras", f".tmp-{os.getpid()}.keras")
-  model.save(tmp)
-  os.replace(tmp, path)
+  atomic_save(model.save, path)
 
+
+# ----------------------------------------------------------------------------- callbacks
+
+def _step(model: keras.Model) -> int:
+  return int(model.optimizer.iterations.numpy())
+
+
+def _crossed(previous: int, current: int, interval: int) -> bool:
+  """Whether a multiple of `interval` lies in (previous, current]: with several steps per
+  execution, callbacks see every k-th step only."""
+  return current // interval > previous // interval
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+  """Stops training at the first NaN/inf loss and remembers where, so that the callbacks after
+  it (checkpoint, backup, evaluation) can refuse to save the broken weights.
+
+  Keras' TerminateOnNaN stops as well, but `on_train_end` callbacks would still run on the
+  diverged weights and overwrite the last good checkpoint. Put this callback first.
+  """
+
+  def __init__(self):
+    super().__init__()
+    self.bad_step: Optional[int] = None
+    self.bad_loss: Optional[float] = None
+
+  @property
+  def healthy(self) -> bool:
+    return self.bad_step is None
+
+  def on_train_batch_end(self, batch, logs=None):
+    loss = (logs or {}).get("loss")
+    if loss is None or not self.healthy:
+      return
+    loss = float(loss)
+    if not math.isfinite(loss):
+      self.bad_step, self.bad_loss = _step(self.model), loss
+      logging.error("Loss is %s at step %d: stopping, nothing is saved from here", loss,
+                    self.bad_step)
+      self.model.stop_training = True
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+  """Saves the weights every `interval` steps and at the end of training, atomically.
+
+  Args:
+    path: the `.weights.h5` file.
+    interval: steps between saves.
+    guard: saving stops once this guard has seen a non-finite loss.
+    enabled: False on the non-chief workers of a cluster (the chief writes for everyone).
+  """
+
+  def __init__(self, path: str, interval: int, guard: Optional[NonFiniteLossGuard] = None,
+               enabled: bool = True):
+    super().__init__()
+    self.path, self.interval, self.guard, self.enabled = path, interval, guard, enabled
+    self.saved_step = -1
+
+  def _save(self, step: int) -> None:
+    if not self.enabled or (self.guard and not self.guard.healthy) or step == self.saved_step:
+      return
+    atomic_save(self.model.save_weights, self.path)
+    self.saved_step = step
+
+  def on_train_begin(self, logs=None):
+    self._last_step = _step(self.model)
+
+  def on_train_batch_end(self, batch, logs=None):
+    step = _step(self.model)
+    if _crossed(self._last_step, step, self.interval):
+      self._save(step)
+    self._last_step = step
+
+  def on_train_end(self, logs=None):
+    self._save(_step(self.model))
+
+
+class StepBackup(keras.callbacks.Callback):
+  """Backs up weights and optimizer state every `interval` steps, for an exact resume.
+
+  Why not `keras.callbacks.BackupAndRestore`: it writes its file in place (a kill during the
+  write loses the backup) and restores only the epoch number, so a run killed mid-epoch
+  replays that epoch from its first step and ends with more steps than configured. Here each
+  backup is a complete file named after its optimizer step, written under a temporary name and
+  renamed; the two newest are kept, so a backup that cannot be read falls back to the one
+  before, and `restore` returns the step to resume from.
+
+  Args:
+    backup_dir: folder for `step-NNNNNNNNN.weights.h5` files (nothing else goes there).
+    interval: steps between backups.
+    guard: no backup once this guard has seen a non-finite loss.
+    enabled: False on non-chief workers; they restore from the chief's folder (a multi-worker
+      model folder must be on storage every worker reads, such as a bucket).
+  """
+
+  KEEP = 2
+  _NAME = re.compile(r"^step-(\d{9})\.weights\.h5$")
+
+  def __init__(self, backup_dir: str, interval: int,
+               guard: Optional[NonFiniteLossGuard] = None, enabled: bool = True):
+    super().__init__()
+    self.backup_dir, self.interval, self.guard, self.enabled = backup_dir, interval, guard, enabled
+
+  def backups(self) -> list[tuple[int, str]]:
+    """(step, path) of the complete backups, newest first."""
+    if not tf.io.gfile.isdir(self.backup_dir):
+      return []
+    found = [(int(m.group(1)), os.path.join(self.backup_dir, name))
+             for name in tf.io.gfile.listdir(self.backup_dir)
+             if (m := self._NAME.match(name))]
+    return sorted(found, reverse=True)
+
+  def restore(self, model: keras.Model) -> int:
+    """Loads the newest readable backup into `model` (weights and optimizer); returns its
+    step, or 0 when there is none."""
+    for step, path in self.backups():
+      try:
+        model.load_weights(path)
+      except (OSError, ValueError) as e:  # truncated by a crash of the storage, say
+        logging.warning("Backup %s is unreadable (%s); trying an older one", path, e)
+        continue
+      return _step(model)
+    return 0
+
+  def _save(self, step: int) -> None:
+    if not self.enabled or (self.guard and not self.guard.healthy):
+      return
+    tf.io.gfile.makedirs(self.backup_dir)
+    atomic_save(self.model.save_weights,
+                os.path.join(self.backup_dir, f"step-{step:09d}.weights.h5"))
+    for _, old in self.backups()[self.KEEP:]:
+      tf.io.gfile.remove(old)
+
+  def on_train_begin(self, logs=None):
+    self._last_step = _step(self.model)
+
+  def on_train_batch_end(self, batch, logs=None):
+    step = _step(self.model)
+    if _crossed(self._last_step, step, self.interval):
+      self._save(step)
+    self._last_step = step
+
+
+class StepSummaries(keras.callbacks.Callback):
+  """TensorBoard scalars against the optimizer step (Keras' TensorBoard counts batches from 0
+  in every `fit` call, which would restart the curves after a resume)."""
+
+  def __init__(self, log_dir: str, interval: int = SUMMARY_INTERVAL):
+    super().__init__()
+    self.log_dir, self.interval = log_dir, interval
+    self._writer = None
+
+  def on_train_begin(self, logs=None):
+    self._writer = self._writer or tf.summary.create_file_writer(self.log_dir)
+    self._last_step = _step(self.model)
+
+  def on_train_batch_end(self, batch, logs=None):
+    step = _step(self.model)
+    if _crossed(self._last_step, step, self.interval):
+      with self._writer.as_default(step=step):
+        for name, value in (logs or {}).items():
+          tf.summary.scalar(name, float(value))
+        tf.summary.scalar("learning_rate", float(self.model.optimizer.learning_rate))
+    self._last_step = step
+
+  def on_train_end(self, logs=None):
+    self._writer.flush()
+
+
+class GuardedCocoEval(coco_evaluator.CocoEvalCallback):
+  """COCO evaluation that skips the epoch end reached by stopping on a non-finite loss
+  (evaluating diverged weights would overwrite the last good eval_results.json)."""
+
+  def __init__(self, *args, guard: NonFiniteLossGuard, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.guard = guard
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.guard.healthy:
+      super().on_epoch_end(epoch, logs)
+
+
+# ----------------------------------------------------------------------------- checks
 
 def check_num_classes(info: SourceInfo, num_classes: int, split: str) -> None:
   """Label ids must index the class logits: the commonest cause of AP 0 on custom data."""
@@ -64,6 +265,84 @@ def check_num_classes(info: SourceInfo, num_classes: int, split: str) -> None:
     raise ConfigError("task.model.num_classes",
                       f"{num_classes} is too small for {split}: its largest category id is "
                       f"{info.num_classes - 1}, so num_classes must be >= {info.num_classes}")
+
+
+def check_intervals(config: ExperimentConfig) -> None:
+  """Steps Keras runs per call (`steps_per_execution`) must divide every interval: callbacks
+  only see every k-th step, and an epoch would otherwise overrun its end."""
+  k = config.runtime.steps_per_execution
+  t = config.trainer
+  for key, value in (("train_steps", t.train_steps),
+                     ("validation_interval", min(t.validation_interval, t.train_steps)),
+                     ("checkpoint_interval", t.checkpoint_interval),
+                     ("backup_interval", t.backup_interval)):
+    if value % k:
+      raise ConfigError(f"trainer.{key}", f"{value} is not a multiple of "
+                        f"runtime.steps_per_execution = {k}")
+
+
+def check_batch(data: DataConfig, strategy: tf.distribute.Strategy, key: str) -> None:
+  replicas = strategy.num_replicas_in_sync
+  if data.global_batch_size % replicas:
+    raise ConfigError(f"task.{key}.global_batch_size", f"{data.global_batch_size} does not "
+                      f"split evenly over {replicas} replicas")
+
+
+def fit_plan(done: int, total: int, steps_per_epoch: int) -> list[tuple[int, int, int]]:
+  """The `model.fit` calls that take training from step `done` to step `total`.
+
+  Epoch e covers steps [e * steps_per_epoch, (e + 1) * steps_per_epoch). A run resumed
+  mid-epoch first finishes that epoch alone, and a `total` that is not a whole number of
+  epochs ends with a short epoch, so evaluation still happens at every epoch boundary.
+
+  Returns:
+    (initial_epoch, epochs, steps_per_epoch) for each fit call, in order.
+  """
+  plan = []
+  if done % steps_per_epoch and done < total:
+    epoch = done // steps_per_epoch
+    end = min((epoch + 1) * steps_per_epoch, total)
+    plan.append((epoch, epoch + 1, end - done))
+    done = end
+  full_epochs = total // steps_per_epoch
+  if done < full_epochs * steps_per_epoch:
+    plan.append((done // steps_per_epoch, full_epochs, steps_per_epoch))
+    done = full_epochs * steps_per_epoch
+  if done < total:
+    plan.append((full_epochs, full_epochs + 1, total - done))
+  return plan
+
+
+# ----------------------------------------------------------------------------- setup
+
+def set_precision_policy(config: ExperimentConfig, strategy: tf.distribute.Strategy) -> None:
+  """Sets Keras' global dtype policy from `runtime.mixed_precision_dtype`.
+
+  Always set (float32 included), so that runs sharing a process (the search, tests) do not
+  inherit each other's policy. `model.compile` wraps the optimizer in a LossScaleOptimizer
+  under mixed_float16; bfloat16 has float32's range and needs no loss scaling.
+  """
+  dtype = config.runtime.mixed_precision_dtype
+  if dtype == "float16" and isinstance(strategy, tf.distribute.TPUStrategy):
+    raise ConfigError("runtime.mixed_precision_dtype", "TPUs compute in bfloat16, not float16")
+  if dtype == "float16" and not tf.config.list_physical_devices("GPU"):
+    logging.warning("mixed_precision_dtype=float16 without a GPU: CPUs run float16 slowly")
+  keras.mixed_precision.set_global_policy("float32" if dtype == "float32" else f"mixed_{dtype}")
+
+
+def build_compiled_model(config: ExperimentConfig, strategy: tf.distribute.Strategy):
+  """Model, optimizer (built, so a backup can be loaded into it) and compile, in scope."""
+  sync_bn = config.task.model.norm.sync
+  if sync_bn is None:
+    sync_bn = strategy.num_replicas_in_sync > 1
+  with strategy.scope():
+    model = build_model(config.task.model, sync_bn=sync_bn)
+    optimizer = build_optimizer(config.trainer, config.task.train_data.global_batch_size,
+                                config.task.losses.l2_weight_decay)
+    model.compile(optimizer=optimizer, jit_compile=config.runtime.jit_compile,
+                  steps_per_execution=config.runtime.steps_per_execution)
+    model.optimizer.build(model.trainable_variables)
+  return model
 
 
 def ground_truth(data: DataConfig, info: SourceInfo):
@@ -76,80 +355,173 @@ def ground_truth(data: DataConfig, info: SourceInfo):
   return coco_evaluator.coco_gt_from_examples(raw.as_numpy_iterator(), info.category_names)
 
 
-def _callbacks(config: ExperimentConfig, model_dir: str, eval_ds, coco_gt) -> list:
-  cbs = [
-      keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"),
-                                       save_freq=config.trainer.backup_interval),
-      keras.callbacks.TerminateOnNaN(),
-      AtomicCheckpoint(os.path.join(model_dir, CHECKPOINT_FILE), config.trainer.checkpoint_interval),
-  ]
-  if eval_ds is not None:
-    cbs.append(coco_evaluator.CocoEvalCallback(eval_ds, coco_gt, model_dir,
-                                               max_steps=config.trainer.validation_steps))
-  # TensorBoard last, so it also logs the AP the eval callback adds to the epoch logs.
-  cbs.append(keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq=50))
+@dataclasses.dataclass
+class _Run:
+  """What one training process needs to know about its place in the job."""
+  config: ExperimentConfig
+  model_dir: str
+  strategy: tf.distribute.Strategy
+  chief: bool
+  verbose: int
+
+
+def _setup(config: ExperimentConfig, model_dir: str, verbose: int) -> _Run:
+  check_intervals(config)
+  keras.utils.set_random_seed(config.runtime.seed)
+  strategy = distribute.build_strategy(config.runtime)
+  set_precision_policy(config, strategy)
+  check_batch(config.task.train_data, strategy, "train_data")
+  chief = distribute.is_chief(strategy)
+  if chief:
+    tf.io.gfile.makedirs(model_dir)
+    save_yaml(config, os.path.join(model_dir, "config.yaml"))
+  # Only the chief prints progress: the workers' bars would say the same, interleaved.
+  return _Run(config, model_dir, strategy, chief, verbose if chief else 0)
+
+
+def _eval_input(run: _Run):
+  """(dataset, COCO ground truth) of the validation split."""
+  data = run.config.task.validation_data
+  eval_ds, info = build_dataset(data, run.config.task.model)
+  check_num_classes(info, run.config.task.model.num_classes, "validation_data")
+  return eval_ds, ground_truth(data, info)
+
+
+def _train_input(run: _Run):
+  """The training input for `fit`, after the data checks on this worker's local pipeline."""
+  data, model_config = run.config.task.train_data, run.config.task.model
+  local_ds, info = build_dataset(data, model_config)
+  check_num_classes(info, model_config.num_classes, "train_data")
+  report = inspect_training_data(local_ds, model_config)
+  if run.verbose:
+    print(f"Training data: {report.summary()}")
+  if not distribute.uses_per_worker_datasets(run.strategy):
+    return local_ds
+  return distribute.distribute_dataset(
+      run.strategy, lambda ctx: build_dataset(data, model_config, ctx)[0])
+
+
+# ----------------------------------------------------------------------------- training
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `train` did.
+
+  Attributes:
+    model: the trained model (its variables belong to the run's strategy).
+    history: per-epoch logs over all fit calls of this process (`loss`, `cls_loss`, ...).
+    steps: the optimizer step at the end (== trainer.train_steps).
+    resumed_from: the step restored from a backup (0: started fresh).
+    eval_metrics: the COCO metrics of the last evaluation in this process ({}: none).
+  """
+  model: keras.Model
+  history: dict[str, list[float]]
+  steps: int
+  resumed_from: int
+  eval_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def _callbacks(run: _Run, guard: NonFiniteLossGuard, backup: StepBackup,
+               eval_input) -> list[keras.callbacks.Callback]:
+  t = run.config.trainer
+  cbs = [guard,  # first: the savers below look at its verdict for the same step
+         AtomicCheckpoint(os.path.join(run.model_dir, CHECKPOINT_FILE), t.checkpoint_interval,
+                          guard, enabled=run.chief),
+         backup]
+  if eval_input is not None:
+    cbs.append(GuardedCocoEval(*eval_input, run.model_dir, max_steps=t.validation_steps,
+                               guard=guard))
+  if run.chief:
+    log_dir = os.path.join(run.model_dir, "logs")
+    cbs.append(StepSummaries(os.path.join(log_dir, "steps")))
+    # Last, so that its epoch summaries include the AP the evaluation adds to the logs.
+    cbs.append(keras.callbacks.TensorBoard(log_dir, update_freq="epoch"))
   return cbs
 
 
-def build_compiled_model(config: ExperimentConfig, strategy: tf.distribute.Strategy):
-  sync_bn = config.task.model.norm.sync
-  if sync_bn is None:
-    sync_bn = strategy.num_replicas_in_sync > 1
-  with strategy.scope():
-    model = build_model(config.task.model, sync_bn=sync_bn)
-    optimizer = build_optimizer(config.trainer, config.task.train_data.global_batch_size,
-                                config.task.losses.l2_weight_decay)
-    model.compile(optimizer=optimizer, jit_compile=config.runtime.jit_compile,
-                  steps_per_execution=config.runtime.steps_per_execution)
-  return model
+def _fit(run: _Run, model: keras.Model, eval_input=None) -> TrainResult:
+  """Restores the newest backup, then runs the fit calls of `fit_plan` to train_steps."""
+  t = run.config.trainer
+  guard = NonFiniteLossGuard()
+  backup = StepBackup(os.path.join(run.model_dir, BACKUP_DIR), t.backup_interval, guard,
+                      enabled=run.chief)
+  done = backup.restore(model)
+  if done and run.verbose:
+    print(f"Resuming from the backup at step {done} of {t.train_steps}")
+  train_ds = _train_input(run)
+  callbacks = _callbacks(run, guard, backup, eval_input)
+  history: dict[str, list[float]] = {}
+  steps_per_epoch = min(t.validation_interval, t.train_steps)
+  for initial_epoch, epochs, steps in fit_plan(done, t.train_steps, steps_per_epoch):
+    # The input pipeline shuffles; Keras' own shuffle applies to arrays only.
+    h = model.fit(train_ds, initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=steps,
+                  callbacks=callbacks, verbose=run.verbose, shuffle=False)
+    for key, values in h.history.items():
+      history.setdefault(key, []).extend(float(v) for v in values)
+    if not guard.healthy:
+      raise TrainingDivergedError(
+          f"loss {guard.bad_loss} at step {guard.bad_step}; nothing was saved after the "
+          f"last good step. Last checkpoint: {os.path.join(run.model_dir, CHECKPOINT_FILE)}; "
+          f"backups: {[p for _, p in backup.backups()]} (rerunning resumes from the newest: "
+          "lower trainer.learning_rate.base_lr or add trainer.optimizer.clipnorm first)")
+  evals = [c for c in callbacks if isinstance(c, GuardedCocoEval)]
+  return TrainResult(model, history, _step(model), done,
+                     evals[0].last_metrics if evals else {})
+
+
+def _finish(run: _Run, result: TrainResult) -> None:
+  """Chief: the final model file, then (only then) the backups go, as Keras' own
+  BackupAndRestore does: a later run in this folder starts afresh."""
+  if not run.chief:
+    return
+  save_model_atomic(result.model, os.path.join(run.model_dir, MODEL_FILE))
+  backup_dir = os.path.join(run.model_dir, BACKUP_DIR)
+  if tf.io.gfile.isdir(backup_dir):
+    tf.io.gfile.rmtree(backup_dir)
+
+
+def train(config: ExperimentConfig, model_dir: str, verbose: int = 1) -> TrainResult:
+  """Trains the experiment without COCO evaluation, resuming from a backup if there is one.
+
+  Writes (chief only) config.yaml, checkpoint.weights.h5, model.keras and TensorBoard logs.
+  """
+  run = _setup(config, model_dir, verbose)
+  model = build_compiled_model(config, run.strategy)
+  if config.task.init_checkpoint:
+    model.load_weights(config.task.init_checkpoint)
+  result = _fit(run, model)
+  _finish(run, result)
+  return result
 
 
 def train_and_evaluate(config: ExperimentConfig, model_dir: str,
                        mode: str = "train_and_eval", verbose: int = 1) -> dict[str, float]:
   """Trains (and evaluates) the experiment; returns the last COCO metrics ({} if none).
 
-  Writes to `model_dir`: config.yaml, TensorBoard logs, checkpoint.weights.h5,
-  model.keras (the trained model, for export), eval_results.json.
+  Writes to `model_dir` (chief only): config.yaml, TensorBoard logs, checkpoint.weights.h5,
+  model.keras (the trained model, for export), eval_results.json, backup/ while training.
   """
   if mode not in ("train", "eval", "train_and_eval"):
     raise ValueError(f"mode '{mode}' is not train, eval or train_and_eval")
-  os.makedirs(model_dir, exist_ok=True)
-  keras.utils.set_random_seed(config.runtime.seed)
-  if config.runtime.mixed_precision_dtype != "float32":
-    keras.mixed_precision.set_global_policy(f"mixed_{config.runtime.mixed_precision_dtype}")
-  strategy = build_strategy(config.runtime)
-  save_yaml(config, os.path.join(model_dir, "config.yaml"))
-
-  eval_ds = coco_gt = None
-  if mode in ("eval", "train_and_eval"):
-    eval_ds, eval_info = build_dataset(config.task.validation_data, config.task.model)
-    check_num_classes(eval_info, config.task.model.num_classes, "validation_data")
-    coco_gt = ground_truth(config.task.validation_data, eval_info)
-
-  model = build_compiled_model(config, strategy)
-  if config.task.init_checkpoint:
-    model.load_weights(config.task.init_checkpoint)
-
+  run = _setup(config, model_dir, verbose)
+  # Evaluation runs on the chief alone: the other workers have nothing to report.
+  eval_input = _eval_input(run) if mode != "train" and run.chief else None
+  model = build_compiled_model(config, run.strategy)
   if mode == "eval":
     model.load_weights(os.path.join(model_dir, CHECKPOINT_FILE))
-    return _evaluate(model, eval_ds, coco_gt, model_dir, config)
-
-  train_ds, train_info = build_dataset(config.task.train_data, config.task.model)
-  check_num_classes(train_info, config.task.model.num_classes, "train_data")
-  report = inspect_training_data(train_ds, config.task.model)
-  if verbose:
-    print(f"Training data: {report.summary()}")
-  steps_per_epoch = min(config.trainer.validation_interval, config.trainer.train_steps)
-  epochs = math.ceil(config.trainer.train_steps / steps_per_epoch)
-  callbacks = _callbacks(config, model_dir, eval_ds, coco_gt)
-  model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-            verbose=verbose)
-  save_model_atomic(model, os.path.join(model_dir, MODEL_FILE))
-  eval_cb = [c for c in callbacks if isinstance(c, coco_evaluator.CocoEvalCallback)]
-  return eval_cb[0].last_metrics if eval_cb else {}
+    return _evaluate(model, eval_input, model_dir, config) if run.chief else {}
+  if config.task.init_checkpoint:
+    model.load_weights(config.task.init_checkpoint)
+  result = _fit(run, model, eval_input)
+  _finish(run, result)
+  if eval_input is None:
+    return {}
+  # A run resumed at its last step trains no epoch, so nothing was evaluated: do it now.
+  return result.eval_metrics or _evaluate(model, eval_input, model_dir, config)
 
 
-def _evaluate(model, eval_ds, coco_gt, model_dir: str, config: ExperimentConfig) -> dict:
+def _evaluate(model, eval_input, model_dir: str, config: ExperimentConfig) -> dict:
+  eval_ds, coco_gt = eval_input
   metrics = coco_evaluator.evaluate_detections(model, eval_ds, coco_gt,
                                                config.trainer.validation_steps)
   coco_evaluator.write_json_atomic(metrics, os.path.join(model_dir, "eval_results.json"))

@@ -18,9 +18,12 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
-from nasfpn_tf.architecture_spec import ArchitectureSpec, parse_spec  # noqa: E402
+from nasfpn_tf.architecture_spec import (ArchitectureSpec, cell_input_plan,  # noqa: E402
+                                         parse_spec)
 
 _OP_STYLE = {"sum": ("o", "#4C72B0", "sum"), "global_pool": ("s", "#DD8452", "global pooling")}
+_IO_COLOR = "#8C8C8C"
+_EXTRA_COLOR = "#555555"
 
 
 def save_figure_atomic(fig, path: str, dpi: int = 120) -> None:
@@ -40,54 +43,73 @@ def _node_positions(spec: ArchitectureSpec) -> list[tuple[float, float]]:
   return positions
 
 
-def _edge(ax, start, end, color: str, style: str = "-") -> None:
+def _edge(ax, start, end, color: str, style: str = "-", rad: Optional[float] = None) -> None:
   # Curve edges that skip columns so they don't hide behind intermediate nodes.
-  rad = 0.25 if abs(end[0] - start[0]) > 1 else 0.0
+  if rad is None:
+    rad = 0.25 if abs(end[0] - start[0]) > 1 else 0.0
   ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10, color=color,
                                linestyle=style, lw=1.0, alpha=0.8,
-                               connectionstyle=f"arc3,rad={rad}", shrinkA=7, shrinkB=7))
+                               connectionstyle=f"arc3,rad={rad}", shrinkA=8, shrinkB=8))
 
 
 def draw_architecture(spec: ArchitectureSpec | str, path: str,
                       title: Optional[str] = None) -> str:
   """Writes a PNG of `spec` (anything `parse_spec` accepts) to `path`; returns `path`.
 
-  Circles are sum cells, squares global-pooling cells, outlined nodes are outputs;
-  dashed edges are the paper's output rule (unconsumed same-level maps summed in).
+  One row per pyramid level (fine levels on top), input nodes on the left, cells
+  left to right in build order, output nodes on the right. Circles are sum cells,
+  squares global-pooling cells, thick black outlines mark output cells; solid edges
+  are a cell's two inputs, dashed grey edges the paper's output rule (unconsumed
+  same-level maps summed in), dotted edges lead to the outputs. Written to a temp
+  name, then renamed.
   """
-  from nasfpn_tf.modeling.decoders.nasfpn import cell_input_plan  # lazy: pulls in Keras
-
   spec = spec if isinstance(spec, ArchitectureSpec) else parse_spec(spec)
   positions = _node_positions(spec)
   out_x = len(spec.cells) + 1.5
-  fig, ax = plt.subplots(figsize=(2.0 + 0.9 * len(spec.cells), 1.0 + 0.8 * spec.num_inputs))
-  for x, y in positions[:spec.num_inputs]:
-    ax.scatter([x], [y], marker="o", s=260, color="#8C8C8C", zorder=3)
+  fig, ax = plt.subplots(figsize=(2.5 + 0.9 * len(spec.cells), 1.2 + 0.8 * spec.num_inputs))
+  for i, (x, y) in enumerate(positions[:spec.num_inputs]):
+    ax.scatter([x], [y], marker="o", s=300, color=_IO_COLOR, zorder=3)
+    ax.annotate(str(i), (x, y), ha="center", va="center", fontsize=7, color="white", zorder=4)
   for k, (cell, indices) in enumerate(zip(spec.cells, cell_input_plan(spec))):
     x, y = positions[spec.num_inputs + k]
     marker, color, _ = _OP_STYLE[cell.op]
     for j, i in enumerate(indices):
-      _edge(ax, positions[i], (x, y), color if j < 2 else "#555555", "-" if j < 2 else "--")
-    ax.scatter([x], [y], marker=marker, s=260, color=color, zorder=3,
-               edgecolors="black" if cell.is_output else color, linewidths=2)
+      if j < 2:
+        _edge(ax, positions[i], (x, y), color, "-")
+      else:  # bend the other way so it is told apart from the cell's own inputs
+        _edge(ax, positions[i], (x, y), _EXTRA_COLOR, "--", rad=-0.3)
+    ax.scatter([x], [y], marker=marker, s=300, color=color, zorder=3,
+               edgecolors="black" if cell.is_output else color, linewidths=2.5)
     ax.annotate(str(spec.num_inputs + k), (x, y), ha="center", va="center", fontsize=7,
                 color="white", zorder=4)
     if cell.is_output:
-      _edge(ax, (x, y), (out_x, y), "black", ":")
+      _edge(ax, (x, y), (out_x, y), "black", ":", rad=0.0)
   for level in range(spec.min_level, spec.max_level + 1):
-    ax.annotate(f"P{level} out", (out_x, level), xytext=(4, -4), textcoords="offset points")
+    ax.scatter([out_x], [level], marker="D", s=200, color=_IO_COLOR, zorder=3)
+    ax.annotate(f"P{level} out", (out_x, level), xytext=(12, -3), textcoords="offset points",
+                fontsize=8)
   handles = [Line2D([], [], marker=m, color=c, linestyle="", markersize=10, label=label)
              for m, c, label in _OP_STYLE.values()]
-  handles.append(Line2D([], [], color="#555555", linestyle="--", label="unconsumed input added"))
-  ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3,
+  handles += [
+      Line2D([], [], marker="o", color="white", markeredgecolor="black", markeredgewidth=2,
+             linestyle="", markersize=10, label="output cell"),
+      Line2D([], [], marker="o", color=_IO_COLOR, linestyle="", markersize=10,
+             label="input / output level"),
+      Line2D([], [], color=_EXTRA_COLOR, linestyle="--", label="unconsumed input added"),
+  ]
+  ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3,
             frameon=False, fontsize=8)
-  ax.set_xlim(-0.8, out_x + 1.0)
+  ax.set_xlim(-0.8, out_x + 1.2)
   ax.set_ylim(spec.min_level - 0.7, spec.max_level + 0.7)
   ax.set_yticks(range(spec.min_level, spec.max_level + 1))
   ax.set_yticklabels([f"P{l}" for l in range(spec.min_level, spec.max_level + 1)])
-  ax.set_xticks([])
+  ax.set_xticks([0] + [k + 1 for k in range(len(spec.cells))] + [out_x])
+  ax.set_xticklabels(["inputs"] + [f"cell {k}" for k in range(len(spec.cells))] + ["outputs"],
+                     fontsize=7)
   ax.invert_yaxis()  # fine levels on top, as in the paper's figures
-  ax.set_title(title or spec.to_string(), fontsize=8)
+  for side in ("top", "right"):
+    ax.spines[side].set_visible(False)
+  ax.set_title(title or spec.to_string(), fontsize=9)
   save_figure_atomic(fig, path)
   return path
 

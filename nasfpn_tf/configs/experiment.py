@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import field
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+if TYPE_CHECKING:
+  from nasfpn_tf.configs.search_config import SearchConfig
 
 
 class ConfigError(ValueError):
@@ -185,6 +188,8 @@ class DataConfig:
   aug_scale_min: float = 0.8
   aug_scale_max: float = 1.2
   max_num_instances: int = 100
+  # Reproducible input: one seeded image order (the same every pass) and order-preserving
+  # parallel maps. Random augmentation is not covered (stateful ops in a parallel map).
   deterministic: bool = False
   cache: bool = False
   # Images whose annotations are malformed are logged and skipped ("skip") or stop the run ("error").
@@ -295,11 +300,18 @@ class RuntimeConfig:
     _check(self.steps_per_execution >= 1, "steps_per_execution", "must be >= 1")
 
 
+def _search_config():
+  from nasfpn_tf.configs.search_config import SearchConfig  # local: search_config imports us
+  return SearchConfig()
+
+
 @dataclasses.dataclass
 class ExperimentConfig:
   task: TaskConfig = field(default_factory=TaskConfig)
   trainer: TrainerConfig = field(default_factory=TrainerConfig)
   runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+  # Used by `run.py --mode=search` only: the task/trainer sections are the proxy task.
+  search: "SearchConfig" = field(default_factory=_search_config)
 
 
 ConfigNode = Union[ExperimentConfig, TaskConfig, ModelConfig, DataConfig]

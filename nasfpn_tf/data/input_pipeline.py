@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from nasfpn_tf.configs.experiment import ConfigError, DataConfig, ModelConfig
@@ -40,25 +41,56 @@ def coco_paths(config: DataConfig) -> tuple[str, str]:
   return "", ""
 
 
-def raw_dataset(config: DataConfig) -> tuple[tf.data.Dataset, SourceInfo]:
-  """The source named by `config.source`, as raw examples (shuffled when training)."""
+def _shard_index(index: list, input_context: Optional[tf.distribute.InputContext]) -> list:
+  if input_context is None or input_context.num_input_pipelines == 1:
+    return index
+  shard = index[input_context.input_pipeline_id::input_context.num_input_pipelines]
+  if not shard:
+    raise ConfigError("source", f"{len(index)} images cannot feed "
+                      f"{input_context.num_input_pipelines} input pipelines")
+  return shard
+
+
+def raw_dataset(config: DataConfig, input_context: Optional[tf.distribute.InputContext] = None,
+                ) -> tuple[tf.data.Dataset, SourceInfo]:
+  """The source named by `config.source`, as raw examples (shuffled when training).
+
+  With an `input_context` of several input pipelines (multi-worker training), each pipeline
+  keeps its own share of the images, chosen before any image is read or decoded, and before
+  shuffling, so that the shards of all workers partition the dataset whatever their seeds.
+  """
   shuffle = config.is_training
   seed = 0 if config.deterministic else None
   if config.source in ("embedded", "coco"):
     annotation_file, image_dir = coco_paths(config)
-    return coco_reader.coco_dataset(annotation_file, image_dir, on_bad=config.on_bad_annotation,
-                                    shuffle=shuffle, seed=seed)
+    index, info = coco_reader.load_coco_index(annotation_file, image_dir,
+                                              on_bad=config.on_bad_annotation)
+    index = _shard_index(index, input_context)
+    if shuffle and config.deterministic:
+      # One seeded order, the same for every pass and every iterator: a reshuffling
+      # dataset's order would depend on how many iterators were made before (a data
+      # inspection, a strategy's copy of the pipeline), and so on the strategy.
+      index = [index[i] for i in np.random.default_rng(seed).permutation(len(index))]
+      shuffle = False
+    return coco_reader.dataset_from_index(index, shuffle=shuffle, seed=seed), info
+  sharded = input_context is None
   if config.source == "tfds":
     ds, info = tfds_reader.tfds_dataset(config.tfds_name, config.tfds_split,
                                         config.tfds_data_dir or None, config.tfds_download,
                                         shuffle_files=shuffle)
   elif config.source == "tfrecord":
     from nasfpn_tf.data import tfrecord
-    ds, info = tfrecord.tfrecord_dataset(config.tfrecord_pattern, shuffle_files=shuffle)
+    ds, info = tfrecord.tfrecord_dataset(config.tfrecord_pattern, shuffle_files=shuffle,
+                                         input_context=input_context)
+    sharded = True
   else:
     raise ConfigError("source", f"unknown source '{config.source}'")
+  if not sharded:
+    # TFDS decodes before we see the examples; sharding here is correct, only not free.
+    ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
   if shuffle:
-    ds = ds.shuffle(config.shuffle_buffer_size, seed=seed)
+    ds = ds.shuffle(config.shuffle_buffer_size, seed=seed,
+                    reshuffle_each_iteration=not config.deterministic)
   return ds, info
 
 
@@ -109,20 +141,22 @@ def build_dataset(data: DataConfig, model: ModelConfig,
   With an `input_context` (per-worker datasets), the batch is the per-replica batch
   and the data are sharded by worker.
   """
-  ds, info = raw_dataset(data)
+  ds, info = raw_dataset(data, input_context)
   batch_size = data.global_batch_size
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(batch_size)
-    ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
   if data.cache:
     # Cache decoded examples, then reshuffle every epoch (a cache replays one order).
     ds = ds.cache()
-    if data.is_training:
+    if data.is_training and not data.deterministic:
       ds = ds.shuffle(data.shuffle_buffer_size)
   if data.is_training:
     ds = ds.repeat()
   options = tf.data.Options()
   options.deterministic = data.deterministic or not data.is_training
+  if input_context is not None:
+    # Sharded above, before decoding; tf.distribute must not shard a second time.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
   ds = ds.with_options(options)
   ds = ds.map(Parser(model, data), num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=data.is_training)

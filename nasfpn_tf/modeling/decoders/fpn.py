@@ -2,20 +2,28 @@
 
 Lateral 1x1 convs bring the backbone levels to `filters`, a top-down pass adds
 each coarser level (nearest-neighbour upsampled) into the finer one, and 3x3
-convs smooth the sums. Levels above the backbone's come from stride-2 3x3
-convs (P6 from P5's output, P7 from ReLU(P6)). Every output gets batch norm.
+convs smooth the sums. Levels above the backbone's come from stride-2 3x3 convs
+(P6 from the P5 3x3 output, P7 from ReLU(P6)), as RetinaNet makes them. Every
+output level then gets its own batch norm (Model Garden normalises after the
+whole pyramid is built, so P6 is computed from the un-normalised P5). All convs
+have biases.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+import copy
+from typing import Any, Mapping
 
 import keras
 from keras import ops
 
+from nasfpn_tf.modeling.layers.resample import initializer_config, make_initializer
 
-def _conv_init():
-  return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+
+def _model_garden_fpn_initializer() -> keras.initializers.Initializer:
+  # Model Garden's FPN passes the string "VarianceScaling": Keras' defaults
+  # (scale 1, fan_in, truncated normal), unlike its NAS-FPN.
+  return keras.initializers.VarianceScaling()
 
 
 @keras.saving.register_keras_serializable(package="nasfpn_tf")
@@ -26,10 +34,13 @@ class FPN(keras.layers.Layer):
     min_level, max_level: output levels ("P{min_level}".."P{max_level}").
     filters: channels of every output level.
     norm_momentum, norm_epsilon, use_sync_bn: batch-norm settings.
+    kernel_initializer: for every conv; None is Model Garden's FPN default,
+      `VarianceScaling()` (scale 1, fan_in, truncated normal).
 
   Call arguments:
     features: backbone features {"P3": ..., "P5": ...} covering min_level up to some
-      level <= max_level (e.g. ResNet's C3..C5).
+      level (contiguous; keys above max_level are ignored), e.g. ResNet's C3..C5.
+    training: batch-norm mode.
 
   Returns:
     {"P3": [B, H/8, W/8, filters], ..., "P7": [B, H/128, W/128, filters]}.
@@ -41,22 +52,34 @@ class FPN(keras.layers.Layer):
 
   def __init__(self, min_level: int = 3, max_level: int = 7, filters: int = 256,
                norm_momentum: float = 0.99, norm_epsilon: float = 1e-3,
-               use_sync_bn: bool = False, **kwargs):
+               use_sync_bn: bool = False, kernel_initializer: Any = None, **kwargs):
     super().__init__(**kwargs)
     if min_level > max_level:
       raise ValueError(f"min_level {min_level} > max_level {max_level}")
+    if filters < 1:
+      raise ValueError(f"filters {filters} must be >= 1")
     self.min_level, self.max_level, self.filters = min_level, max_level, filters
     self.norm_momentum, self.norm_epsilon, self.use_sync_bn = norm_momentum, norm_epsilon, use_sync_bn
+    self.kernel_initializer = initializer_config(kernel_initializer)
 
   def _input_levels(self, input_shape: Mapping) -> list[int]:
-    levels = sorted(int(k[1:]) for k in input_shape if self.min_level <= int(k[1:]) <= self.max_level)
+    if not isinstance(input_shape, Mapping):
+      raise ValueError(f"FPN takes a dict of backbone features keyed 'P3'..; got "
+                       f"{type(input_shape).__name__}")
+    levels = sorted(int(k[1:]) for k in input_shape
+                    if self.min_level <= int(k[1:]) <= self.max_level)
     if not levels or levels[0] != self.min_level:
       raise ValueError(f"FPN needs backbone level P{self.min_level}; got {sorted(input_shape)}")
+    if levels != list(range(levels[0], levels[-1] + 1)):
+      raise ValueError(f"FPN needs contiguous backbone levels from P{self.min_level}; got "
+                       f"{sorted(input_shape)}")
     return levels
 
   def _conv(self, kernel: int, name: str, strides: int = 1):
-    return keras.layers.Conv2D(self.filters, kernel, strides=strides, padding="same", name=name,
-                               kernel_initializer=_conv_init(), dtype=self.dtype_policy)
+    return keras.layers.Conv2D(
+        self.filters, kernel, strides=strides, padding="same", name=name,
+        kernel_initializer=make_initializer(self.kernel_initializer, _model_garden_fpn_initializer),
+        dtype=self.dtype_policy)
 
   def build(self, input_shape):
     self.backbone_levels = self._input_levels(input_shape)
@@ -64,7 +87,7 @@ class FPN(keras.layers.Layer):
     self.laterals, self.smooths = {}, {}
     for level in self.backbone_levels:
       self.laterals[level] = self._conv(1, f"lateral_conv_P{level}")
-      self.laterals[level].build(input_shape[f"P{level}"])
+      self.laterals[level].build(tuple(input_shape[f"P{level}"]))
       self.smooths[level] = self._conv(3, f"output_conv_P{level}")
       self.smooths[level].build((None, None, None, self.filters))
     self.extra = {}
@@ -87,13 +110,13 @@ class FPN(keras.layers.Layer):
     outputs = {l: self.smooths[l](lateral[l]) for l in levels}
     for level, conv in self.extra.items():
       below = outputs[level - 1]
-      # P7 is computed from ReLU(P6), as in RetinaNet; P6 directly from P5.
+      # P6 straight from P5's 3x3 output; P7 and above from ReLU of the level below.
       outputs[level] = conv(ops.relu(below) if level > levels[-1] + 1 else below)
     return {f"P{l}": self.norms[l](outputs[l], training=training)
             for l in range(self.min_level, self.max_level + 1)}
 
   def compute_output_shape(self, input_shape):
-    base = input_shape[f"P{self.min_level}"]
+    base = tuple(input_shape[f"P{self.min_level}"])
     out = {}
     for level in range(self.min_level, self.max_level + 1):
       factor = 2 ** (level - self.min_level)
@@ -105,4 +128,5 @@ class FPN(keras.layers.Layer):
   def get_config(self) -> dict:
     return {**super().get_config(), "min_level": self.min_level, "max_level": self.max_level,
             "filters": self.filters, "norm_momentum": self.norm_momentum,
-            "norm_epsilon": self.norm_epsilon, "use_sync_bn": self.use_sync_bn}
+            "norm_epsilon": self.norm_epsilon, "use_sync_bn": self.use_sync_bn,
+            "kernel_initializer": copy.deepcopy(self.kernel_initializer)}

@@ -28,8 +28,8 @@ class DetectionGenerator(keras.layers.Layer):
     iou_threshold: NMS overlap threshold.
     max_detections: detections returned per image (padded).
     nms: "combined" (`tf.image.combined_non_max_suppression`, batched, for
-      Python/SavedModel) or "padded" (`tf.image.non_max_suppression_padded`,
-      class-agnostic boxes with per-class offsets, batch 1: converts to TFLite builtins).
+      Python/SavedModel) or "padded" (batch 1, the best `pre_nms_top_k` (box, class) pairs,
+      one greedy NMS over class-shifted boxes: converts to TFLite builtins, same detections).
 
   Call arguments:
     cls_outputs: [B, N, C] logits; box_outputs: [B, N, 4] deltas; anchors: [N, 4].
@@ -78,9 +78,12 @@ class DetectionGenerator(keras.layers.Layer):
     box_outputs = tf.cast(box_outputs, tf.float32)
     boxes, scores = self._candidates(cls_outputs, box_outputs, tf.cast(anchors, tf.float32))
     scale = tf.constant([self.image_size[0], self.image_size[1]] * 2, tf.float32)
+    # Clipped before NMS (as Model Garden does), so overlaps are those of the visible boxes
+    # and both NMS variants see the same boxes.
+    boxes = tf.clip_by_value(boxes / scale, 0.0, 1.0)
     if self.nms == "combined":
-      return self._combined_nms(boxes / scale, scores, scale)
-    return self._padded_nms(boxes / scale, scores, scale)
+      return self._combined_nms(boxes, scores, scale)
+    return self._padded_nms(boxes, scores, scale)
 
   def _combined_nms(self, boxes, scores, scale):
     nmsed = tf.image.combined_non_max_suppression(
@@ -93,22 +96,29 @@ class DetectionGenerator(keras.layers.Layer):
             "num_detections": tf.cast(nmsed.valid_detections, tf.int32)}
 
   def _padded_nms(self, boxes, scores, scale):
-    """Batch-1, class-aware NMS from TFLite-builtin ops.
+    """Batch-1, per-class NMS from TFLite-builtin ops; same detections as `_combined_nms`.
 
-    Each candidate keeps only its best class; boxes are shifted by class id so
-    boxes of different classes never overlap, then one padded NMS runs.
+    Every (candidate, class) pair is a candidate of its own, as in combined NMS: an object
+    that scores for two classes can be detected as both. The best `pre_nms_top_k` pairs are
+    kept (a static size, which TFLite needs), their boxes are shifted by class id so that
+    boxes of different classes never overlap, and one greedy NMS runs over them.
     """
-    boxes = tf.clip_by_value(boxes[0], 0.0, 1.0)
-    best_scores = tf.reduce_max(scores[0], axis=-1)
-    classes = tf.argmax(scores[0], axis=-1, output_type=tf.int32)
+    boxes = boxes[0]
+    num_classes = int(scores.shape[-1])
+    flat_scores = tf.reshape(scores[0], [-1])
+    k = min(self.pre_nms_top_k, int(boxes.shape[0]) * num_classes)
+    top_scores, pair = tf.math.top_k(flat_scores, k=k, sorted=True)
+    classes = pair % num_classes
+    top_boxes = tf.gather(boxes, pair // num_classes)
     offsets = tf.cast(classes, tf.float32)[:, None] * 2.0
-    selected, num = tf.image.non_max_suppression_padded(
-        boxes + offsets, best_scores, max_output_size=self.max_detections,
-        iou_threshold=self.iou_threshold, score_threshold=self.score_threshold,
-        pad_to_max_output_size=True)
+    # NonMaxSuppressionV4 is the TFLite builtin NON_MAX_SUPPRESSION_V4 (always padded there).
+    selected, num = tf.raw_ops.NonMaxSuppressionV4(
+        boxes=top_boxes + offsets, scores=top_scores,
+        max_output_size=self.max_detections, iou_threshold=self.iou_threshold,
+        score_threshold=self.score_threshold, pad_to_max_output_size=True)
     valid = tf.range(self.max_detections) < num
-    det_boxes = tf.where(valid[:, None], tf.gather(boxes, selected) * scale, 0.0)
-    det_scores = tf.where(valid, tf.gather(best_scores, selected), 0.0)
+    det_boxes = tf.where(valid[:, None], tf.gather(top_boxes, selected) * scale, 0.0)
+    det_scores = tf.where(valid, tf.gather(top_scores, selected), 0.0)
     det_classes = tf.where(valid, tf.gather(classes, selected), 0)
     return {"detection_boxes": det_boxes[None], "detection_scores": det_scores[None],
             "detection_classes": det_classes[None], "num_detections": tf.reshape(num, [1])}

@@ -2,33 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import copy
+from typing import Any, Sequence
 
 import keras
 from keras import ops
 
 from nasfpn_tf.modeling.layers.dropblock import DropBlock
-from nasfpn_tf.modeling.layers.merge_ops import merge
-from nasfpn_tf.modeling.layers.resample import Resample, resampled_size
+from nasfpn_tf.modeling.layers.merge_ops import MERGE_OPS, POOL_TYPES, merge
+from nasfpn_tf.modeling.layers.resample import (Resample, initializer_config, make_initializer,
+                                                resampled_size)
 
 
 @keras.saving.register_keras_serializable(package="nasfpn_tf")
 class MergingCell(keras.layers.Layer):
-  """One merging cell of the NAS-FPN search space.
+  """One merging cell of the NAS-FPN search space (paper, section 3).
+
+  Every input is brought to `target_level` (1x1 conv + BN where its width is not
+  `filters`, then nearest upsampling or max pooling), the first two are merged with
+  `op`, any further inputs are added (the output rule: an output cell absorbs the
+  same-level maps no cell consumed), then ReLU -> Conv3x3 -> BN (-> DropBlock).
 
   Args:
-    input_levels: pyramid level of each input; the first two are merged with `op`,
-      any further ones are summed in afterwards (the paper's rule: an output cell
-      absorbs same-level feature maps no cell consumed).
+    input_levels: original pyramid level of each input; the first two are the
+      cell's operands, further ones are extra addends.
     target_level: level of the output.
-    op: "sum" or "global_pool".
-    filters: output channels (inputs with other widths get a 1x1 conv + BN).
-    global_pool_type: "max" or "avg" pooling for the global-pool op.
+    op: "sum" or "global_pool". For "global_pool" the input from the coarser
+      original level gates the other (ties: the first input).
+    filters: output channels.
+    global_pool_type: "max" (TF reference) or "avg" (mmdetection).
     use_dropblock, dropblock_keep_prob, dropblock_size: optional DropBlock after BN.
     norm_momentum, norm_epsilon, use_sync_bn: batch-norm settings.
+    kernel_initializer: for the convs; None is Model Garden's
+      VarianceScaling(2.0, "fan_out", "untruncated_normal").
 
   Call arguments:
     inputs: list of [B, H_i, W_i, C_i] tensors, one per `input_levels` entry.
+    training: batch-norm / DropBlock mode.
 
   Returns:
     [B, H, W, filters] at `target_level`.
@@ -42,45 +52,49 @@ class MergingCell(keras.layers.Layer):
                filters: int = 256, global_pool_type: str = "max", use_dropblock: bool = False,
                dropblock_keep_prob: float = 0.9, dropblock_size: int = 3,
                norm_momentum: float = 0.99, norm_epsilon: float = 1e-3,
-               use_sync_bn: bool = False, **kwargs):
+               use_sync_bn: bool = False, kernel_initializer: Any = None, **kwargs):
     super().__init__(**kwargs)
     if len(input_levels) < 2:
       raise ValueError(f"a merging cell needs at least 2 inputs, got levels {list(input_levels)}")
-    if op not in ("sum", "global_pool"):
-      raise ValueError(f"op '{op}' is not 'sum' or 'global_pool'")
-    if global_pool_type not in ("max", "avg"):
-      raise ValueError(f"global_pool_type '{global_pool_type}' is not 'max' or 'avg'")
+    if op not in MERGE_OPS:
+      raise ValueError(f"op '{op}' is not one of {list(MERGE_OPS)}")
+    if global_pool_type not in POOL_TYPES:
+      raise ValueError(f"global_pool_type '{global_pool_type}' is not one of {list(POOL_TYPES)}")
+    if filters < 1:
+      raise ValueError(f"filters {filters} must be >= 1")
     self.input_levels = [int(l) for l in input_levels]
     self.target_level, self.op, self.filters = int(target_level), op, filters
     self.global_pool_type = global_pool_type
     self.use_dropblock = use_dropblock
     self.dropblock_keep_prob, self.dropblock_size = dropblock_keep_prob, dropblock_size
     self.norm_momentum, self.norm_epsilon, self.use_sync_bn = norm_momentum, norm_epsilon, use_sync_bn
-
-  def _norm_kwargs(self) -> dict:
-    return {"momentum": self.norm_momentum, "epsilon": self.norm_epsilon,
-            "synchronized": self.use_sync_bn, "dtype": self.dtype_policy}
+    self.kernel_initializer = initializer_config(kernel_initializer)
 
   def build(self, input_shape):
+    input_shape = [tuple(s) for s in input_shape]
     if len(input_shape) != len(self.input_levels):
-      raise ValueError(f"MergingCell got {len(input_shape)} inputs for input_levels "
-                       f"{self.input_levels}")
+      raise ValueError(f"MergingCell '{self.name}' got {len(input_shape)} inputs for "
+                       f"input_levels {self.input_levels}")
     self.resamplers = []
     for i, (shape, level) in enumerate(zip(input_shape, self.input_levels)):
       layer = Resample(level, self.target_level, self.filters, self.norm_momentum,
-                       self.norm_epsilon, self.use_sync_bn, name=f"resample_{i}",
-                       dtype=self.dtype_policy)
-      layer.build(tuple(shape))
+                       self.norm_epsilon, self.use_sync_bn, self.kernel_initializer,
+                       name=f"resample_{i}_P{level}", dtype=self.dtype_policy)
+      layer.build(shape)
       self.resamplers.append(layer)
     self.conv = keras.layers.Conv2D(
         self.filters, 3, padding="same", name="conv", dtype=self.dtype_policy,
-        kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out",
-                                                              "untruncated_normal"))
+        kernel_initializer=make_initializer(self.kernel_initializer))
     self.conv.build((None, None, None, self.filters))
-    self.norm = keras.layers.BatchNormalization(name="bn", **self._norm_kwargs())
+    self.norm = keras.layers.BatchNormalization(
+        momentum=self.norm_momentum, epsilon=self.norm_epsilon, synchronized=self.use_sync_bn,
+        name="bn", dtype=self.dtype_policy)
     self.norm.build((None, None, None, self.filters))
-    self.dropblock = (DropBlock(self.dropblock_keep_prob, self.dropblock_size, name="dropblock",
-                                dtype=self.dtype_policy) if self.use_dropblock else None)
+    self.dropblock = None
+    if self.use_dropblock:
+      self.dropblock = DropBlock(self.dropblock_keep_prob, self.dropblock_size, name="dropblock",
+                                 dtype=self.dtype_policy)
+      self.dropblock.build((None, None, None, self.filters))
 
   def call(self, inputs, training=None):
     feats = [r(x, training=training) for r, x in zip(self.resamplers, inputs)]
@@ -100,9 +114,10 @@ class MergingCell(keras.layers.Layer):
             resampled_size(w, src, self.target_level), self.filters)
 
   def get_config(self) -> dict:
-    return {**super().get_config(), "input_levels": self.input_levels,
+    return {**super().get_config(), "input_levels": list(self.input_levels),
             "target_level": self.target_level, "op": self.op, "filters": self.filters,
             "global_pool_type": self.global_pool_type, "use_dropblock": self.use_dropblock,
             "dropblock_keep_prob": self.dropblock_keep_prob,
             "dropblock_size": self.dropblock_size, "norm_momentum": self.norm_momentum,
-            "norm_epsilon": self.norm_epsilon, "use_sync_bn": self.use_sync_bn}
+            "norm_epsilon": self.norm_epsilon, "use_sync_bn": self.use_sync_bn,
+            "kernel_initializer": copy.deepcopy(self.kernel_initializer)}

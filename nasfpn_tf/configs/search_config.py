@@ -1,0 +1,139 @@
+"""Typed config of the architecture search (`ExperimentConfig.search`).
+
+Defaults follow the NASNet-style controller of the NAS-FPN paper (1-layer LSTM of
+100 units, PPO with clip 0.2, EMA reward baseline with decay 0.95, entropy
+coefficient 1e-4, 20 trials per update). The learning rate is 10x the usual
+3.5e-4: on `bench/search_synthetic.py` (5 seeds, mean trials to the goal) it
+needs 240 trials instead of 475; 1e-2 needed 192, but larger steps are untested
+with noisy (real AP) rewards, so the smaller one is the default; an entropy
+coefficient of 1e-3 needed 430; batch 10 vs 20 and 2-8 epochs per update
+changed little. Random search needs ~7450.
+Every class validates its values in `__post_init__` and names the key on failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import field
+from typing import Optional
+
+from nasfpn_tf.configs.experiment import ConfigError
+
+ALGORITHMS = ("ppo", "random")
+ENGINES = ("inline", "ray")
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+  if not cond:
+    raise ConfigError(key, msg)
+
+
+@dataclasses.dataclass
+class ControllerConfig:
+  """The LSTM controller (see `nasfpn_tf.search.controller.Controller`)."""
+  units: int = 100
+  # Initial weights are uniform in [-init_range, init_range]: a near-uniform first policy.
+  init_range: float = 0.1
+  # Bounds the logits to +-tanh_constant (None: unbounded), which keeps some exploration.
+  tanh_constant: Optional[float] = None
+  temperature: float = 1.0
+
+  def __post_init__(self):
+    _check(self.units >= 1, "units", f"must be >= 1, got {self.units}")
+    _check(self.init_range > 0, "init_range", f"must be > 0, got {self.init_range}")
+    _check(self.tanh_constant is None or self.tanh_constant > 0, "tanh_constant",
+           f"must be > 0 or null, got {self.tanh_constant}")
+    _check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+
+
+@dataclasses.dataclass
+class PPOConfig:
+  """Proximal Policy Optimization of the controller (see `nasfpn_tf.search.ppo`)."""
+  learning_rate: float = 3.5e-3
+  clip_ratio: float = 0.2
+  entropy_coef: float = 1e-4
+  # Reward baseline: exponential moving average over rewards, in arrival order.
+  baseline_decay: float = 0.95
+  # Passes of gradient descent over each batch of finished trials.
+  epochs: int = 4
+  # Adam's epsilon; keep it well below the gradient scale (AP rewards differ by ~1e-2).
+  adam_epsilon: float = 1e-7
+  # Clips the global gradient norm (None: no clipping).
+  max_grad_norm: Optional[float] = None
+
+  def __post_init__(self):
+    _check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+    _check(0 < self.clip_ratio < 1, "clip_ratio", f"must be in (0, 1), got {self.clip_ratio}")
+    _check(self.entropy_coef >= 0, "entropy_coef", f"must be >= 0, got {self.entropy_coef}")
+    _check(0 <= self.baseline_decay < 1, "baseline_decay",
+           f"must be in [0, 1), got {self.baseline_decay}")
+    _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+    _check(self.adam_epsilon > 0, "adam_epsilon", f"must be > 0, got {self.adam_epsilon}")
+    _check(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm",
+           f"must be > 0 or null, got {self.max_grad_norm}")
+
+
+@dataclasses.dataclass
+class SearchConfig:
+  """What to search, with which algorithm, on which engine, where to keep the results."""
+  algorithm: str = "ppo"
+  engine: str = "inline"
+  # Finished trials (successful or failed) after which the search stops.
+  max_trials: int = 1000
+  # Finished trials per PPO update of the controller.
+  batch_size: int = 20
+  # Stop early once a trial reaches this reward (None: run all max_trials).
+  stop_reward: Optional[float] = None
+  # Where the journal, controller checkpoints, best specs and plots go (required).
+  directory: str = ""
+  seed: int = 0
+  # The searched pyramid; the proxy task checks that task.model uses the same levels.
+  num_cells: int = 7
+  min_level: int = 3
+  max_level: int = 7
+  controller: ControllerConfig = field(default_factory=ControllerConfig)
+  ppo: PPOConfig = field(default_factory=PPOConfig)
+  # Resources of one trial (Ray engine).
+  trial_cpus: float = 1.0
+  trial_gpus: float = 0.0
+  # Trials running at once (Ray engine); each batch of this many is started together.
+  max_concurrent: int = 2
+  # Seconds after which a trial is stopped and counted as failed (Ray engine; 0: no limit).
+  trial_time_limit_s: float = 0.0
+  # Retries of a failed trial before it is recorded as failed (Ray FailureConfig).
+  max_failures: int = 0
+  # "" starts a local Ray cluster; "auto" or "host:port" joins a running one (whose
+  # workers must have nasfpn_tf installed).
+  ray_address: str = ""
+  # CPUs of the local Ray cluster (None: all of this machine's).
+  ray_num_cpus: Optional[int] = None
+  # How many of the best architectures are written as best_1.yaml, best_2.yaml, ...
+  num_best: int = 5
+  progress_bar: bool = True
+  tensorboard: bool = True
+
+  def __post_init__(self):
+    _check(isinstance(self.controller, ControllerConfig), "controller",
+           f"expected a ControllerConfig, got {type(self.controller).__name__}")
+    _check(isinstance(self.ppo, PPOConfig), "ppo",
+           f"expected a PPOConfig, got {type(self.ppo).__name__}")
+    _check(self.algorithm in ALGORITHMS, "algorithm",
+           f"'{self.algorithm}' is not one of {list(ALGORITHMS)}")
+    _check(self.engine in ENGINES, "engine", f"'{self.engine}' is not one of {list(ENGINES)}")
+    _check(self.max_trials >= 1, "max_trials", f"must be >= 1, got {self.max_trials}")
+    _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+    _check(1 <= self.min_level <= self.max_level, "min_level",
+           f"need 1 <= min_level <= max_level, got {self.min_level}, {self.max_level}")
+    num_levels = self.max_level - self.min_level + 1
+    _check(self.num_cells >= num_levels, "num_cells",
+           f"{self.num_cells} cells cannot output {num_levels} levels "
+           f"(P{self.min_level}..P{self.max_level}); need >= {num_levels}")
+    _check(self.trial_cpus >= 0, "trial_cpus", f"must be >= 0, got {self.trial_cpus}")
+    _check(self.trial_gpus >= 0, "trial_gpus", f"must be >= 0, got {self.trial_gpus}")
+    _check(self.max_concurrent >= 1, "max_concurrent", f"must be >= 1, got {self.max_concurrent}")
+    _check(self.trial_time_limit_s >= 0, "trial_time_limit_s",
+           f"must be >= 0 (0: no limit), got {self.trial_time_limit_s}")
+    _check(self.max_failures >= 0, "max_failures", f"must be >= 0, got {self.max_failures}")
+    _check(self.ray_num_cpus is None or self.ray_num_cpus >= 1, "ray_num_cpus",
+           f"must be >= 1 or null, got {self.ray_num_cpus}")
+    _check(self.num_best >= 1, "num_best", f"must be >= 1, got {self.num_best}")

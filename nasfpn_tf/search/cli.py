@@ -1,0 +1,30 @@
+"""`run.py --mode=search`: a search whose reward is the proxy task of the experiment config."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+from nasfpn_tf.configs.experiment import ExperimentConfig
+
+
+def run_search_from_config(config: ExperimentConfig, model_dir: str,
+                           ray_address: Optional[str] = None) -> list:
+  """Runs (or resumes) `config.search` with the proxy reward built from `config`'s
+  task and trainer sections; trials and reports go to `search.directory` (default
+  MODEL_DIR/search). Prints the best architectures."""
+  from nasfpn_tf.search.engine import run_search_with_config
+  from nasfpn_tf.search.proxy_task import make_proxy_reward
+
+  search = config.search
+  directory = search.directory or os.path.join(model_dir, "search")
+  search = dataclasses.replace(search, directory=directory,
+                               ray_address=ray_address or search.ray_address)
+  reward = make_proxy_reward(config, os.path.join(directory, "children"))
+  trials = run_search_with_config(search, reward)
+  finished = sorted((t for t in trials if t.reward is not None), key=lambda t: -t.reward)
+  print(f"{len(trials)} trials ({len(finished)} finished) in {directory}")
+  for t in finished[:search.num_best]:
+    print(f"reward {t.reward:.4f}  {t.spec.to_string()}")
+  return trials

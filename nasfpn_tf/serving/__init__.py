@@ -1,0 +1,1 @@
+"""Deployment: SavedModel for serving, TFLite for devices (see export_lib)."""

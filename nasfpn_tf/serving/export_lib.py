@@ -1,0 +1,512 @@
+"""Exports a trained RetinaNet as a SavedModel (serving) or TFLite files (devices).
+
+Layout written under `export_dir`:
+  saved_model/              signatures serving_default (uint8 images), serve_encoded
+                            (JPEG/PNG bytes), serve_raw (head outputs); label map and
+                            config copied into saved_model/assets.extra/
+  model_float32.tflite      ... one file per TFLite variant (TFLITE_VARIANTS)
+  label_map.json            {"category id": "name"}
+  config.yaml               the experiment config of the exported model
+
+Every artifact is written under a temporary name in `export_dir` and renamed into place,
+so an interrupted or failed export never leaves a half-written model behind.
+
+Example:
+  export_from_model_dir("runs/default", "runs/default/export")              # SavedModel
+  export_from_model_dir("runs/default", "runs/default/export", "tflite",
+                        variants=["float32", "full_int8"], num_calibration_images=100)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from typing import Any, Iterator, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from nasfpn_tf.configs.experiment import ExperimentConfig
+from nasfpn_tf.configs.loading import load_config, override, save_yaml, to_dict
+from nasfpn_tf.serving.detection_module import (PADDED_GENERATOR_NAME, TFLITE_SIGNATURES,
+                                                DetectionModule, tflite_functions)
+
+MODEL_FILE = "model.keras"
+CHECKPOINT_FILE = "checkpoint.weights.h5"
+CONFIG_FILE = "config.yaml"
+LABEL_MAP_FILE = "label_map.json"
+SAVED_MODEL_DIR = "saved_model"
+TFLITE_VARIANTS = ("float32", "float16", "dynamic_int8", "full_int8")
+EXPORT_FORMATS = ("saved_model", "tflite")
+
+
+class ExportError(RuntimeError):
+  """An export that cannot be produced; `failures` maps what failed to a one-line reason,
+  `written` what was produced all the same (variant -> path)."""
+
+  def __init__(self, failures: dict[str, str], written: Optional[dict[str, str]] = None):
+    self.failures = dict(failures)
+    self.written = dict(written or {})
+    super().__init__("; ".join(f"{k}: {v}" for k, v in self.failures.items()))
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+  """An exception as one line (converter errors span pages), at most `limit` characters."""
+  text = " ".join(str(error).split()) or type(error).__name__
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading the trained model and its config.
+
+
+def _import_registered_classes() -> None:
+  # model.keras names nasfpn_tf classes; importing the factory registers all of them.
+  import nasfpn_tf.modeling.factory  # noqa: F401
+
+
+def load_trained_model(path: str) -> tuple[keras.Model, Optional[ExperimentConfig]]:
+  """Loads a trained model from a model dir or a `.keras` file.
+
+  Args:
+    path: MODEL_DIR (uses MODEL_DIR/model.keras, else the checkpoint + MODEL_DIR/config.yaml)
+      or the path of a `.keras` file (config.yaml next to it is read when present).
+
+  Returns:
+    (model, the config found beside it or None).
+
+  Raises:
+    ExportError: nothing loadable at `path`.
+  """
+  _import_registered_classes()
+  model_dir = os.path.dirname(path) if path.endswith(".keras") else path
+  config_path = os.path.join(model_dir, CONFIG_FILE)
+  config = load_config(config_path) if os.path.exists(config_path) else None
+  keras_path = path if path.endswith(".keras") else os.path.join(path, MODEL_FILE)
+  if os.path.exists(keras_path):
+    # compile=False: the optimizer is not needed to export, and its schedule need not load.
+    return keras.models.load_model(keras_path, compile=False), config
+  checkpoint = os.path.join(model_dir, CHECKPOINT_FILE)
+  if os.path.exists(checkpoint) and config is not None:
+    from nasfpn_tf.modeling.factory import build_model
+    model = build_model(config.task.model)
+    model.load_weights(checkpoint)
+    return model, config
+  raise ExportError({"model": f"{path} holds neither {MODEL_FILE} nor {CHECKPOINT_FILE} + "
+                     f"{CONFIG_FILE}: train first (python run.py --model_dir=...)"})
+
+
+def resolve_config(model, given: Optional[ExperimentConfig],
+                   beside: Optional[ExperimentConfig]) -> Optional[ExperimentConfig]:
+  """The config to export with: `given` (its data sections) with the trained model's section.
+
+  The model section always describes the network actually exported: when `given` disagrees
+  with the config saved beside the model, the saved one wins (with a warning). Neither input
+  is modified.
+  """
+  if given is None:
+    return beside
+  if beside is not None and to_dict(given.task.model) != to_dict(beside.task.model):
+    logging.warning("The given config's task.model differs from the one saved with the "
+                    "model; exporting with the saved one.")
+    return dataclasses.replace(given, task=dataclasses.replace(given.task,
+                                                               model=beside.task.model))
+  if list(given.task.model.input_size) != list(model.input_size):
+    logging.warning("The given config's input_size %s is not the model's %s.",
+                    given.task.model.input_size, model.input_size)
+  return given
+
+
+def load_export_config(model_dir: str, config_file: str = "",
+                       params_override: Sequence[str] = ()) -> Optional[ExperimentConfig]:
+  """Config for the export tools: `config_file` + overrides, else the model dir's + overrides."""
+  if config_file:
+    return load_config(config_file, list(params_override))
+  path = os.path.join(model_dir if not model_dir.endswith(".keras")
+                      else os.path.dirname(model_dir), CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  config = load_config(path)
+  for text in params_override:
+    config = override(config, text)
+  return config
+
+
+def label_map(config: Optional[ExperimentConfig], num_classes: int) -> dict[int, str]:
+  """Category id -> name of the validation data (generic names when it cannot be read)."""
+  generic = {i: f"class_{i}" for i in range(num_classes)}
+  if config is None:
+    return generic
+  try:
+    return _category_names(config.task.validation_data)
+  except Exception as e:  # noqa: BLE001 - any data problem only costs the names
+    logging.warning("Label map: cannot read the validation data's categories (%s); "
+                    "writing generic names.", one_line(e))
+    return generic
+
+
+def _category_names(data) -> dict[int, str]:
+  from nasfpn_tf.data.input_pipeline import coco_paths, raw_dataset
+  annotation_file, _ = coco_paths(data)
+  if annotation_file:
+    with open(annotation_file) as f:
+      return {int(c["id"]): str(c["name"]) for c in json.load(f)["categories"]}
+  return dict(raw_dataset(data)[1].category_names)
+
+
+def representative_images(config: Optional[ExperimentConfig], num_images: int) -> np.ndarray:
+  """Preprocessed validation images from the configured input pipeline, for calibration.
+
+  Returns:
+    float32 [n, H, W, 3] in 0..255, n <= num_images.
+
+  Raises:
+    ValueError: no config or no images.
+  """
+  if config is None:
+    raise ValueError("no config to find validation data in (pass --config_file)")
+  from nasfpn_tf.data.input_pipeline import build_dataset
+  dataset, _ = build_dataset(config.task.validation_data, config.task.model)
+  images = [x.numpy() for x, _ in dataset.unbatch().take(num_images)]
+  if not images:
+    raise ValueError("the validation data holds no images")
+  return np.stack(images).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic file helpers.
+
+
+def _write_bytes_atomic(data: bytes, path: str) -> None:
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-",
+                             suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    # mkstemp makes the file owner-only; give it the mode a plain open() would have.
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def _replace_dir(staged: str, path: str) -> None:
+  """Moves a finished directory into place; an older one is swapped out, then deleted."""
+  old = None
+  if os.path.exists(path):
+    old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".old-")
+    os.rename(path, os.path.join(old, "previous"))
+  os.rename(staged, path)
+  if old:
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_metadata(directory: str, config: Optional[ExperimentConfig],
+                   labels: dict[int, str]) -> None:
+  """Writes label_map.json and config.yaml (when there is a config) into `directory`."""
+  text = json.dumps({str(k): v for k, v in sorted(labels.items())}, indent=2)
+  _write_bytes_atomic(text.encode(), os.path.join(directory, LABEL_MAP_FILE))
+  if config is not None:
+    save_yaml(config, os.path.join(directory, CONFIG_FILE))
+
+
+# ---------------------------------------------------------------------------------------------
+# SavedModel.
+
+
+def _write_saved_model(signatures: dict, path: str) -> None:
+  """Writes tf.functions under the given signature names (the first is serving_default)."""
+  archive = keras.export.ExportArchive()
+  # No archive.track(model): tracking walks the layers' attribute graph, which the decoders'
+  # int-keyed dicts of layers break; the endpoints' own variables are all the archive needs.
+  for name, (fn, spec) in signatures.items():
+    archive.add_endpoint(name, fn, spec)
+  archive.write_out(path, verbose=False)
+
+
+def export_saved_model(model, export_dir: str, config: Optional[ExperimentConfig] = None,
+                       batch_size: Optional[int] = None,
+                       labels: Optional[dict[int, str]] = None) -> str:
+  """Writes EXPORT_DIR/saved_model (+ label map and config beside it), atomically.
+
+  Args:
+    model: a trained RetinaNetModel.
+    export_dir: output folder (created).
+    config: written as config.yaml; its validation data give the label map.
+    batch_size: static batch size of the signatures (None: any).
+    labels: category id -> name (default: read from `config`).
+
+  Returns:
+    The SavedModel's path.
+  """
+  os.makedirs(export_dir, exist_ok=True)
+  labels = labels if labels is not None else label_map(config, model.num_classes)
+  staging = tempfile.mkdtemp(dir=export_dir, prefix=".tmp-saved_model-")
+  try:
+    staged = os.path.join(staging, SAVED_MODEL_DIR)
+    _write_saved_model(DetectionModule(model, batch_size).signatures(), staged)
+    # A copy of the metadata inside, so the SavedModel folder is complete on its own.
+    extra = os.path.join(staged, "assets.extra")
+    os.makedirs(extra, exist_ok=True)
+    write_metadata(extra, config, labels)
+    target = os.path.join(export_dir, SAVED_MODEL_DIR)
+    _replace_dir(staged, target)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  write_metadata(export_dir, config, labels)
+  return target
+
+
+# ---------------------------------------------------------------------------------------------
+# TFLite.
+
+
+def tflite_path(export_dir: str, variant: str) -> str:
+  return os.path.join(export_dir, f"model_{variant}.tflite")
+
+
+def _converter(saved_model: str, signature_keys: Sequence[str] = TFLITE_SIGNATURES
+               ) -> tf.lite.TFLiteConverter:
+  return tf.lite.TFLiteConverter.from_saved_model(saved_model,
+                                                  signature_keys=list(signature_keys))
+
+
+def to_pixels(images: np.ndarray) -> np.ndarray:
+  """Preprocessed float images -> the uint8 pixels the full-int8 file takes (rounded)."""
+  return np.clip(np.round(images), 0, 255).astype(np.uint8)
+
+
+def _calibration_samples(images: np.ndarray, signature_keys: Sequence[str]):
+  """Representative dataset for a multi-signature model: (signature key, inputs) pairs."""
+
+  def samples() -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    for image in images:
+      for key in signature_keys:
+        yield key, {"images": image[None]}
+  return samples
+
+
+def _postprocessing_tensors(saved_model: str) -> list[str]:
+  """Names of the padded detection generator's tensors in the converted graph."""
+  # One signature only: an interpreter lists the tensors of its first subgraph, and with
+  # two signatures that one is "raw" (they are sorted by name).
+  data = _converter(saved_model, ["serving_default"]).convert()
+  names = [t["name"] for t in make_interpreter(model_content=data).get_tensor_details()]
+  found = [n for n in names if PADDED_GENERATOR_NAME in n]
+  if not found:
+    raise ValueError(f"no '{PADDED_GENERATOR_NAME}' tensors found to keep in float")
+  return found
+
+
+def _full_int8(saved_model: str, pixels: np.ndarray) -> bytes:
+  """Int8 network calibrated on `pixels` (uint8 input); post-processing left in float32.
+
+  Quantizing the post-processing costs a lot of AP: boxes shifted by class id (up to
+  2 * num_classes) get an int8 step of many pixels, and the anchors and decoded boxes lose
+  precision too. Selective quantization (TFLite's quantization debugger, the documented
+  way to leave chosen nodes in float) keeps the detection generator's ops in float. The
+  quantizer still leaves quantize/dequantize pairs on a few of their tensors (scores before
+  the top-k, the output boxes), which is the AP the parity table shows this variant losing.
+  """
+  samples = _calibration_samples(pixels, TFLITE_SIGNATURES)
+  converter = _converter(saved_model)
+  converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  converter.representative_dataset = samples
+  # Int8 kernels for the network; builtins stay allowed for the float post-processing.
+  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                         tf.lite.OpsSet.TFLITE_BUILTINS]
+  options = tf.lite.experimental.QuantizationDebugOptions(
+      denylisted_nodes=_postprocessing_tensors(saved_model))
+  debugger = tf.lite.experimental.QuantizationDebugger(
+      converter=converter, debug_dataset=samples, debug_options=options)
+  return debugger.get_nondebug_quantized_model()
+
+
+def convert_tflite(saved_model: str, variant: str,
+                   calibration: Optional[np.ndarray] = None) -> bytes:
+  """Converts a SavedModel of `tflite_functions` into one variant's flatbuffer.
+
+  Args:
+    saved_model: written from `tflite_functions(model)`, with uint8 input for full_int8.
+    variant: one of TFLITE_VARIANTS.
+    calibration: full_int8 only: preprocessed float32 [n, H, W, 3] images.
+  """
+  if variant not in TFLITE_VARIANTS:
+    raise ValueError(f"unknown TFLite variant '{variant}' (choose from {TFLITE_VARIANTS})")
+  with warnings.catch_warnings():
+    # The calibrator itself uses the deprecated tf.lite.Interpreter; its warning is noise.
+    warnings.simplefilter("ignore", UserWarning)
+    if variant == "full_int8":
+      if calibration is None or not len(calibration):
+        raise ValueError("full_int8 needs calibration images")
+      return _full_int8(saved_model, to_pixels(calibration))
+    converter = _converter(saved_model)
+    if variant != "float32":
+      converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+      converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def _calibration_or_reason(config, num_images: int) -> tuple[Optional[np.ndarray], str]:
+  try:
+    return representative_images(config, num_images), ""
+  except Exception as e:  # noqa: BLE001 - reported as the variant's one-line reason
+    return None, f"no calibration data from task.validation_data: {one_line(e)}"
+
+
+def _staged_saved_model(model, staging: str, variant: str, cache: dict) -> str:
+  """The TFLite-signature SavedModel a variant converts from (uint8 input for full_int8)."""
+  dtype = tf.uint8 if variant == "full_int8" else tf.float32
+  if dtype not in cache:
+    cache[dtype] = os.path.join(staging, f"tflite_saved_model_{dtype.name}")
+    _write_saved_model(tflite_functions(model, dtype), cache[dtype])
+  return cache[dtype]
+
+
+def export_tflite(model, export_dir: str, variants: Sequence[str] = TFLITE_VARIANTS,
+                  config: Optional[ExperimentConfig] = None, num_calibration_images: int = 100,
+                  calibration: Optional[np.ndarray] = None,
+                  labels: Optional[dict[int, str]] = None) -> dict[str, str]:
+  """Writes one EXPORT_DIR/model_<variant>.tflite per variant (+ label map and config).
+
+  Each file holds two signatures with a fixed [1, H, W, 3] input at the model's input size:
+  `serving_default` (detections in model-input pixels, padded NMS included) and `raw`
+  (head outputs). The full_int8 file takes uint8 pixels, the others float32.
+
+  Args:
+    model: a trained RetinaNetModel.
+    export_dir: output folder (created).
+    variants: any of TFLITE_VARIANTS.
+    config: written as config.yaml; its validation data give the label map and calibration.
+    num_calibration_images: validation images to calibrate full_int8 on.
+    calibration: preprocessed float32 [n, H, W, 3] images to use instead of the config's.
+    labels: category id -> name (default: read from `config`).
+
+  Returns:
+    variant -> path of its file.
+
+  Raises:
+    ExportError: some variants could not be produced (the others are written); no partial
+      file is left for the failed ones.
+  """
+  unknown = [v for v in variants if v not in TFLITE_VARIANTS]
+  if unknown:
+    raise ExportError({v: f"unknown variant (choose from {', '.join(TFLITE_VARIANTS)})"
+                       for v in unknown})
+  os.makedirs(export_dir, exist_ok=True)
+  failures: dict[str, str] = {}
+  if "full_int8" in variants and calibration is None:
+    calibration, reason = _calibration_or_reason(config, num_calibration_images)
+    if reason:
+      failures["full_int8"] = reason
+  written: dict[str, str] = {}
+  with tempfile.TemporaryDirectory(dir=export_dir, prefix=".tmp-tflite-") as staging:
+    saved_models: dict = {}
+    for variant in [v for v in variants if v not in failures]:
+      try:
+        saved_model = _staged_saved_model(model, staging, variant, saved_models)
+        data = convert_tflite(saved_model, variant, calibration)
+        _write_bytes_atomic(data, tflite_path(export_dir, variant))
+      except Exception as e:  # noqa: BLE001 - one line per failed variant, others go on
+        failures[variant] = one_line(e)
+        continue
+      written[variant] = tflite_path(export_dir, variant)
+  labels = labels if labels is not None else label_map(config, model.num_classes)
+  write_metadata(export_dir, config, labels)
+  if failures:
+    raise ExportError(failures, written)
+  return written
+
+
+def make_interpreter(path: Optional[str] = None, num_threads: Optional[int] = None,
+                     model_content: Optional[bytes] = None):
+  """A TFLite interpreter (file or bytes): LiteRT's, else TensorFlow's deprecated one."""
+  try:
+    from ai_edge_litert.interpreter import Interpreter
+  except ImportError:
+    Interpreter = tf.lite.Interpreter  # noqa: N806
+  return Interpreter(model_path=path, model_content=model_content, num_threads=num_threads)
+
+
+class TFLiteDetector:
+  """Runs an exported TFLite file on preprocessed images; outputs are mapped by name.
+
+  Args:
+    path: a model_<variant>.tflite file.
+    num_threads: CPU threads (None: the interpreter's default).
+  """
+
+  def __init__(self, path: str, num_threads: Optional[int] = None):
+    self.path = path
+    self.interpreter = make_interpreter(path, num_threads)
+    self._runners = {k: self.interpreter.get_signature_runner(k) for k in TFLITE_SIGNATURES}
+    details = self._runners["serving_default"].get_input_details()["images"]
+    self.input_dtype = np.dtype(details["dtype"])
+    self.input_shape = tuple(int(d) for d in details["shape"])
+
+  def _input(self, image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, np.float32).reshape(self.input_shape)
+    if self.input_dtype == np.uint8:
+      # The full-int8 file takes pixels as they are stored: rounding is the only change.
+      return to_pixels(image)
+    return image.astype(self.input_dtype)
+
+  def detect(self, image: np.ndarray) -> dict[str, np.ndarray]:
+    """Preprocessed float [H, W, 3] (or [1, H, W, 3]) -> detections, batch of 1."""
+    return dict(self._runners["serving_default"](images=self._input(image)))
+
+  def raw(self, image: np.ndarray) -> dict[str, np.ndarray]:
+    """Preprocessed float image -> {"cls_outputs", "box_outputs"}, batch of 1."""
+    return dict(self._runners["raw"](images=self._input(image)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point used by run.py.
+
+
+def export_from_model_dir(model_dir: str, export_dir: str, export_format: str = "saved_model",
+                          config: Optional[ExperimentConfig] = None, **options: Any) -> str:
+  """Loads the trained model of `model_dir` and writes the export.
+
+  Args:
+    model_dir: MODEL_DIR of a training run, or a `.keras` file.
+    export_dir: output folder.
+    export_format: "saved_model" or "tflite".
+    config: experiment config (default: MODEL_DIR/config.yaml); gives the label map,
+      the calibration data and the config.yaml written beside the export.
+    **options: saved_model: batch_size; tflite: variants, num_calibration_images.
+
+  Returns:
+    The SavedModel path (saved_model) or `export_dir` (tflite).
+
+  Raises:
+    ExportError: nothing to export, or TFLite variants that could not be produced.
+  """
+  allowed = {"saved_model": {"batch_size"},
+             "tflite": {"variants", "num_calibration_images"}}
+  if export_format not in allowed:
+    raise ValueError(f"export_format '{export_format}' is not one of {EXPORT_FORMATS}")
+  extra = set(options) - allowed[export_format]
+  if extra:
+    raise TypeError(f"unknown options for {export_format}: {sorted(extra)}")
+  model, beside = load_trained_model(model_dir)
+  config = resolve_config(model, config, beside)
+  if export_format == "saved_model":
+    return export_saved_model(model, export_dir, config, **options)
+  export_tflite(model, export_dir, config=config, **options)
+  return export_dir

@@ -1,0 +1,119 @@
+"""Fast checks of the trainer's pieces: the fit plan, interval checks, chief detection, atomic
+saves, backups, and the non-finite-loss guard (on a one-layer model)."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nasfpn_tf import distribute, trainer
+from nasfpn_tf.configs.experiment import ConfigError
+from nasfpn_tf.configs.loading import load_config
+
+
+@pytest.mark.parametrize("done,total,spe,expected", [
+    (0, 30, 10, [(0, 3, 10)]),
+    (0, 25, 10, [(0, 2, 10), (2, 3, 5)]),
+    (13, 30, 10, [(1, 2, 7), (2, 3, 10)]),
+    (13, 25, 10, [(1, 2, 7), (2, 3, 5)]),
+    (21, 25, 10, [(2, 3, 4)]),
+    (20, 30, 10, [(2, 3, 10)]),
+    (30, 30, 10, []),
+    (0, 5, 10, [(0, 1, 5)]),
+])
+def test_fit_plan(done, total, spe, expected):
+  plan = trainer.fit_plan(done, total, spe)
+  assert plan == expected
+  assert done + sum((e - i) * s for i, e, s in plan) == total
+
+
+def test_intervals_must_be_multiples_of_steps_per_execution():
+  ok = ("runtime.steps_per_execution=4,trainer.train_steps=8,trainer.validation_interval=4,"
+        "trainer.checkpoint_interval=4,trainer.backup_interval=4")
+  trainer.check_intervals(load_config("", ok))
+  with pytest.raises(ConfigError, match="trainer.backup_interval: 6 is not a multiple"):
+    trainer.check_intervals(load_config("", [ok, "trainer.backup_interval=6"]))
+
+
+@pytest.mark.parametrize("tf_config,chief", [
+    (None, True),
+    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}, True),
+    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}, False),
+    ({"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}},
+     False),
+    ({"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}},
+     True),
+])
+def test_is_chief(monkeypatch, tf_config, chief):
+  if tf_config is None:
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+  else:
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+  assert distribute.is_chief() is chief
+
+
+def test_atomic_save_keeps_the_old_file_when_the_writer_dies(tmp_path):
+  path = str(tmp_path / "checkpoint.weights.h5")
+  trainer.atomic_save(lambda p: open(p, "w").write("good"), path)
+
+  def crash(p):
+    open(p, "w").write("half")
+    raise KeyboardInterrupt  # what a kill mid-write looks like from here
+
+  with pytest.raises(KeyboardInterrupt):
+    trainer.atomic_save(crash, path)
+  assert open(path).read() == "good"
+  temp = [n for n in os.listdir(tmp_path) if ".tmp-" in n]
+  assert temp and temp[0].endswith(".weights.h5")  # Keras needs the extension kept
+
+
+def _tiny_model():
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+  model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="mse")
+  model.optimizer.build(model.trainable_variables)
+  return model
+
+
+def _data(bad_batch=None, batches=8):
+  x = np.ones((batches * 2, 3), np.float32)
+  if bad_batch is not None:
+    x[bad_batch * 2] = np.nan
+  return tf.data.Dataset.from_tensor_slices((x, np.zeros((batches * 2, 1), np.float32))).batch(2)
+
+
+def test_backup_restores_step_and_optimizer_state_and_falls_back(tmp_path):
+  model = _tiny_model()
+  backup = trainer.StepBackup(str(tmp_path / "backup"), interval=2)
+  model.fit(_data(), epochs=1, steps_per_epoch=6, callbacks=[backup], verbose=0,
+            shuffle=False)
+  assert [s for s, _ in backup.backups()] == [6, 4]  # the two newest are kept
+  momentum = [v.numpy().copy() for v in model.optimizer.variables]
+  fresh = _tiny_model()
+  assert trainer.StepBackup(str(tmp_path / "backup"), 2).restore(fresh) == 6
+  for a, b in zip(momentum, fresh.optimizer.variables):
+    np.testing.assert_array_equal(a, b.numpy())
+  # A damaged newest backup: the one before is used.
+  with open(backup.backups()[0][1], "wb") as f:
+    f.write(b"not hdf5")
+  assert trainer.StepBackup(str(tmp_path / "backup"), 2).restore(_tiny_model()) == 4
+  assert trainer.StepBackup(str(tmp_path / "none"), 2).restore(_tiny_model()) == 0
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_files(tmp_path):
+  model = _tiny_model()
+  guard = trainer.NonFiniteLossGuard()
+  ckpt = str(tmp_path / "checkpoint.weights.h5")
+  backup = trainer.StepBackup(str(tmp_path / "backup"), 2, guard)
+  callbacks = [guard, trainer.AtomicCheckpoint(ckpt, 2, guard), backup]
+  model.fit(_data(bad_batch=4), epochs=1, steps_per_epoch=8, callbacks=callbacks, verbose=0,
+            shuffle=False)
+  assert guard.bad_step == 5 and not np.isfinite(guard.bad_loss)
+  assert [s for s, _ in backup.backups()] == [4, 2]
+  good = _tiny_model()
+  good.load_weights(ckpt)  # written at step 4, not overwritten at the end of training
+  assert int(good.optimizer.iterations.numpy()) == 4
+  assert all(np.all(np.isfinite(w)) for w in good.get_weights())

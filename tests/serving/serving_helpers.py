@@ -1,0 +1,56 @@
+"""Constants and helpers shared by the serving tests (imported by conftest.py and tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+
+from nasfpn_tf.configs.loading import load_config
+
+# A tiny FPN RetinaNet on the embedded shapes set at 128 px; Adam reaches AP ~0.1 in 400 steps.
+SMALL_MODEL = ("task.model.num_classes=6,task.model.input_size=[128,128],"
+               "task.model.backbone.depth=10,task.model.backbone.width_multiplier=0.25,"
+               "task.model.decoder.type=fpn,task.model.decoder.filters=32,"
+               "task.model.head.filters=32,task.model.head.num_convs=1,"
+               "task.model.detection.pre_nms_top_k=1000")
+NUM_VAL_IMAGES = 40
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def small_config(data_dir: str, train_steps: int = 400):
+  """The test experiment: SMALL_MODEL on embedded data written under `data_dir`."""
+  data = f"embedded_dir={data_dir},embedded_image_size=128,global_batch_size=16"
+  overrides = [
+      SMALL_MODEL,
+      ",".join(f"task.train_data.{kv}" for kv in data.split(",")) +
+      ",task.train_data.embedded_num_images=256",
+      ",".join(f"task.validation_data.{kv}" for kv in data.split(",")) +
+      f",task.validation_data.embedded_num_images={NUM_VAL_IMAGES}",
+      f"trainer.train_steps={train_steps},trainer.validation_interval={train_steps},"
+      f"trainer.checkpoint_interval={train_steps},trainer.optimizer.type=adam,"
+      "trainer.learning_rate.type=cosine,trainer.learning_rate.base_lr=0.01,"
+      "trainer.learning_rate.warmup_steps=50",
+  ]
+  return load_config(params_override=overrides)
+
+
+_PARITY = None
+
+
+def parity_module():
+  """export/parity.py as a module (loaded once: it defines absl flags)."""
+  global _PARITY
+  if _PARITY is None:
+    spec = importlib.util.spec_from_file_location("nasfpn_parity",
+                                                  os.path.join(ROOT, "export", "parity.py"))
+    _PARITY = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(_PARITY)
+  return _PARITY
+
+
+def non_square(image: np.ndarray, height: int = 96, width: int = 160) -> np.ndarray:
+  """A uint8 image of another shape made from `image` (resized), for mapping-back tests."""
+  from PIL import Image
+  return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
