@@ -81,8 +81,11 @@ def _draw(config) -> None:
 def _export(config) -> None:
   from nasfpn_tf.serving import export_lib
   export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export")
-  path = export_lib.export_from_model_dir(FLAGS.model_dir, export_dir, FLAGS.export_format,
-                                          config=config)
+  try:
+    path = export_lib.export_from_model_dir(FLAGS.model_dir, export_dir, FLAGS.export_format,
+                                            config=config)
+  except export_lib.ExportError as e:
+    sys.exit(f"export error: {e}")
   print(path)
 
 
@@ -94,12 +97,24 @@ def _train(config) -> None:
     print("\nCOCO box metrics on the validation split:")
     print(format_table(metrics))
     print(f"(written to {os.path.join(FLAGS.model_dir, 'eval_results.json')})")
-  if FLAGS.mode == "train_and_eval" and FLAGS.export_after_training:
-    try:
-      from nasfpn_tf.serving import export_lib  # noqa: F401
-    except ImportError:
-      return
+  from nasfpn_tf.distribute import is_chief
+  # Workers of a multi-worker job share MODEL_DIR: only the chief draws and exports.
+  if FLAGS.mode != "train_and_eval" or not is_chief():
+    return
+  _draw_detections(config)
+  if FLAGS.export_after_training:
     _export(config)
+
+
+def _draw_detections(config) -> None:
+  """MODEL_DIR/detections.png: the trained model on a few validation images."""
+  from nasfpn_tf.evaluation.detection_samples import write_detection_samples
+  from nasfpn_tf.serving.export_lib import load_trained_model
+  if config.task.validation_data.source not in ("embedded", "coco"):
+    return
+  model, _ = load_trained_model(FLAGS.model_dir)
+  path = os.path.join(FLAGS.model_dir, "detections.png")
+  print(write_detection_samples(model, config.task.validation_data, path))
 
 
 def _search(config) -> None:

@@ -121,6 +121,38 @@ def draw_detections(image: np.ndarray, detections: Mapping[str, np.ndarray], pat
   """Draws one image's detections (ymin, xmin, ymax, xmax pixels) above `min_score`;
   optional ground-truth boxes in dashed white. Returns `path`."""
   fig, ax = plt.subplots(figsize=(5, 5 * image.shape[0] / image.shape[1]))
+  _draw_on_axes(ax, image, detections, category_names, min_score, ground_truth)
+  save_figure_atomic(fig, path)
+  return path
+
+
+def draw_detection_grid(images: Sequence[np.ndarray],
+                        detections: Sequence[Mapping[str, np.ndarray]], path: str,
+                        category_names: Optional[Mapping[int, str]] = None,
+                        min_score: float = 0.3,
+                        ground_truths: Optional[Sequence[Sequence[Sequence[float]]]] = None,
+                        columns: int = 3) -> str:
+  """Several images with their detections in one PNG (one panel each, as `draw_detections`)."""
+  if len(images) != len(detections) or not images:
+    raise ValueError(f"need as many detections as images (>= 1), got {len(detections)} "
+                     f"for {len(images)}")
+  columns = min(columns, len(images))
+  rows = -(-len(images) // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
+  for i, ax in enumerate(axes.flat):
+    if i < len(images):
+      truth = ground_truths[i] if ground_truths is not None else None
+      _draw_on_axes(ax, images[i], detections[i], category_names, min_score, truth)
+    else:
+      ax.axis("off")
+  fig.tight_layout()
+  save_figure_atomic(fig, path)
+  return path
+
+
+def _draw_on_axes(ax, image: np.ndarray, detections: Mapping[str, np.ndarray],
+                  category_names: Optional[Mapping[int, str]], min_score: float,
+                  ground_truth: Optional[Sequence[Sequence[float]]]) -> None:
   ax.imshow(image.astype(np.uint8))
   for box in ground_truth if ground_truth is not None else []:
     ymin, xmin, ymax, xmax = box
@@ -140,5 +172,3 @@ def draw_detections(image: np.ndarray, detections: Mapping[str, np.ndarray], pat
     ax.text(xmin, ymin - 2, f"{name} {score:.2f}", color="white", fontsize=7,
             bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "lw": 0})
   ax.axis("off")
-  save_figure_atomic(fig, path)
-  return path

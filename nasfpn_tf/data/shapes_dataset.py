@@ -280,6 +280,10 @@ def _write_atomically(path: str, write_fn, suffix: str) -> None:
   os.close(fd)
   try:
     write_fn(tmp)
+    # mkstemp makes the file owner-only; a dataset is meant to be shared like any other file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
