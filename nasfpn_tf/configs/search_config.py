@@ -111,6 +111,9 @@ class SearchConfig:
   num_best: int = 5
   progress_bar: bool = True
   tensorboard: bool = True
+  # Architectures (shipped names or compact strings) scored by the same reward after the
+  # search, so its best can be read against known designs: run.py writes baselines.json.
+  baselines: list = field(default_factory=list)
 
   def __post_init__(self):
     _check(isinstance(self.controller, ControllerConfig), "controller",
@@ -137,3 +140,17 @@ class SearchConfig:
     _check(self.ray_num_cpus is None or self.ray_num_cpus >= 1, "ray_num_cpus",
            f"must be >= 1 or null, got {self.ray_num_cpus}")
     _check(self.num_best >= 1, "num_best", f"must be >= 1, got {self.num_best}")
+    self._check_baselines()
+
+  def _check_baselines(self) -> None:
+    from nasfpn_tf.architecture_spec import SpecError, parse_spec  # local: keeps import light
+
+    _check(isinstance(self.baselines, list), "baselines",
+           f"expected a list of spec names or strings, got {type(self.baselines).__name__}")
+    for i, value in enumerate(self.baselines):
+      _check(isinstance(value, str), f"baselines[{i}]",
+             f"expected a spec name or compact string, got {type(value).__name__}")
+      try:
+        parse_spec(value, self.min_level, self.max_level)
+      except SpecError as e:
+        raise ConfigError(f"baselines[{i}]", str(e)) from e

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Optional
 
@@ -27,4 +28,22 @@ def run_search_from_config(config: ExperimentConfig, model_dir: str,
   print(f"{len(trials)} trials ({len(finished)} finished) in {directory}")
   for t in finished[:search.num_best]:
     print(f"reward {t.reward:.4f}  {t.spec.to_string()}")
+  if search.baselines:
+    score_baselines(search, reward, directory)
   return trials
+
+
+def score_baselines(search, reward, directory: str) -> dict:
+  """Scores `search.baselines` with the search's own reward (in this process) and writes
+  DIRECTORY/baselines.json; a proxy reward stores each child's result, so a rerun after
+  the search is resumed costs nothing."""
+  from nasfpn_tf.architecture_spec import parse_spec
+  from nasfpn_tf.search.reporting import atomic_write_text
+
+  scores = {}
+  for name in search.baselines:
+    spec = parse_spec(name, search.min_level, search.max_level)
+    scores[name] = {"reward": float(reward(spec)), "spec": spec.to_string()}
+    print(f"baseline {name}: reward {scores[name]['reward']:.4f}")
+  atomic_write_text(os.path.join(directory, "baselines.json"), json.dumps(scores, indent=1))
+  return scores

@@ -19,7 +19,7 @@ from nasfpn_tf.search.journal import TrialRecord
 logger = logging.getLogger(__name__)
 
 
-def _atomic_write_text(path: str, text: str) -> None:
+def atomic_write_text(path: str, text: str) -> None:
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "w") as f:
     f.write(text)
@@ -48,7 +48,7 @@ def write_best_specs(records: Sequence[TrialRecord], directory: str, k: int) -> 
     header = (f"# NAS-FPN search: rank {rank}, trial {r.trial}, reward {r.reward:.6g}\n"
               f"# {r.spec_string}\n")
     path = os.path.join(directory, f"best_{rank}.yaml")
-    _atomic_write_text(path, header + r.spec.to_yaml())
+    atomic_write_text(path, header + r.spec.to_yaml())
     paths.append(path)
   return paths
 

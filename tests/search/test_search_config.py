@@ -56,3 +56,24 @@ def test_loads_from_a_mapping_with_dotted_errors():
     from_dict(SearchConfig, {"ppo": {"epochs": 0}}, "search")
   with pytest.raises(ConfigError, match=r"search\.controller\.layers"):
     from_dict(SearchConfig, {"controller": {"layers": 2}}, "search")
+
+
+def test_baselines_are_parsed_at_load_time():
+  c = from_dict(SearchConfig, {"baselines": ["fpn", "nasfpn"]})
+  assert c.baselines == ["fpn", "nasfpn"]
+  with pytest.raises(ConfigError) as e:
+    SearchConfig(baselines=["fpn", "no_such_spec"])
+  assert e.value.key == "baselines[1]"
+
+
+def test_score_baselines_writes_each_reward(tmp_path):
+  from nasfpn_tf.architecture_spec import parse_spec
+  from nasfpn_tf.search.cli import score_baselines
+
+  config = SearchConfig(baselines=["fpn", "panet"])
+  scores = score_baselines(config, lambda spec: float(len(spec.cells)), str(tmp_path))
+  assert scores["fpn"]["reward"] == len(parse_spec("fpn").cells)
+  assert scores["panet"]["spec"] == parse_spec("panet").to_string()
+  import json
+  with open(tmp_path / "baselines.json") as f:
+    assert json.load(f) == scores
