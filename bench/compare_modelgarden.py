@@ -2,36 +2,43 @@
 step and peak memory, measured side by side in one run.
 
 Our model runs in this process (TensorFlow 2.21 + Keras 3); Model Garden's `retinanet`
-runs in a subprocess of the reference venv (`bash bench/setup_reference.sh` creates it)
-through `bench/modelgarden_worker.py`. Both sides are built with the same architecture
-(ResNet-50; NAS-FPN 7@256 or FPN; 4 x 256 head; levels 3-7; 91 classes; 3 x 3 anchors;
-pre-NMS top-k 5000) and timed the same way: each call is traced and run `--warmup`
-times, then the two sides take turns, one timed call each (the order alternating
-every round), `--repeats` rounds, so that the load of a shared machine falls on both
-alike. Reported: median and (min-max) of the timed calls, and ours / Model Garden's.
+(tf-models-official 2.20, TensorFlow 2.20 + tf-keras) runs in a subprocess of the
+reference venv (`bash bench/setup_reference.sh` creates it) through
+`bench/modelgarden_worker.py`; a second variant of ours with other options a user can set
+(`--alt_params_override`, default bfloat16 mixed precision) runs in a subprocess of this
+interpreter. All are built with the same architecture (ResNet-50; NAS-FPN 7@256 or FPN;
+4 x 256 head; levels 3-7; 91 classes; 3 x 3 anchors; pre-NMS top-k 5000, Model Garden's
+'v2' NMS) and timed the same way: each call is traced and run `--warmup` more times, then
+the sides take turns, one timed call each (the order reversed every other round),
+`--repeats` rounds, so that the load of a shared machine falls on all alike. Reported:
+median and (min-max) of the timed calls and the ratio ours / Model Garden's.
 
 What is timed:
-  net      backbone + decoder + head, `tf.function` of the forward pass (ours with
-           `jit_compile=runtime.jit_compile`, Model Garden's without XLA);
-  full     net + post-processing (decoding, per-level top-k, NMS): ours
-           `model.predict_on_batch` as a user calls it, Model Garden's
-           `model(images, image_shape, training=False)` under `tf.function`;
-  train    one optimizer step (forward, loss, gradients, SGD momentum update): ours
-           `model.train_on_batch` after the trainer's `build_compiled_model` (which
-           compiles with `runtime.jit_compile`), Model Garden's `RetinaNetTask.train_step`
-           under `tf.function`; random targets with ~1% positive anchors;
-  peak RSS VmHWM of each process, reset before each measurement.
-Weights are random on both sides: with the class prior of 0.01 almost no score passes the
-0.05 threshold, so NMS has little to do; a trained model's post-processing costs more.
+  net    backbone + decoder + head: `tf.function` of the forward pass (ours with
+         `jit_compile=runtime.jit_compile`, Model Garden's without XLA, its default);
+  full   net + post-processing (decoding, top-k, NMS): ours `model.predict_on_batch`
+         as a user calls it, Model Garden's `model(images, image_shape, training=False)`
+         under `tf.function`;
+  post   the detection generator alone on identical synthetic head outputs (about 0.1%
+         of the scores above the 0.05 threshold, as from a trained detector), since
+         with random weights the number of NMS candidates is an accident;
+  train  one optimizer step (forward, loss, gradients, SGD momentum update) at
+         `--train_size`: ours `model.train_on_batch` after the trainer's
+         `build_compiled_model` (compiled with `runtime.jit_compile`; the same cost per
+         step as `fit`), Model Garden's `RetinaNetTask.train_step` under `tf.function`;
+         random targets with ~1% positive anchors;
+  RSS    peak resident memory (VmHWM) of each process, reset before each measurement.
+After building, every batch norm's moving statistics are set to one random batch's
+statistics on both sides, so that inference activations have a trained network's scale.
 
-Run (about 25 minutes on 2 CPUs for everything):
+Run (about 40 minutes on 2 CPUs for everything):
   bash bench/setup_reference.sh
   python bench/compare_modelgarden.py
   python bench/compare_modelgarden.py --configs nasfpn --sizes 384 --repeats 3  # quick
-  python bench/compare_modelgarden.py --params_override runtime.jit_compile=false
+  python bench/compare_modelgarden.py --alt_params_override runtime.jit_compile=true
 
-The last line printed is one JSON object (ratios and parameter counts of the NAS-FPN
-config, and every measurement).
+The last line printed is one JSON object: ratios of the NAS-FPN config (keys ending in
+`_alt` for the second variant), parameter counts, and every measurement.
 """
 
 from __future__ import annotations
@@ -60,7 +67,11 @@ CONFIGS = {
             "title": "R-50 + FPN", "num_repeats": 1},
 }
 PARAM_TOLERANCE = 1e-3
+# Like for like with Model Garden's defaults (float32, no XLA): the headline ratios.
 DEFAULT_OVERRIDE = "runtime.jit_compile=false"
+# The fastest option a CPU user can set (AVX512-BF16 / AMX CPUs run bfloat16 natively).
+DEFAULT_ALT_OVERRIDE = "runtime.mixed_precision_dtype=bfloat16"
+MG_VERSION = "tf-models-official 2.20.0"
 
 
 # ----------------------------------------------------------------------------- our side
@@ -195,18 +206,18 @@ class OursRunner:
     return lambda: worker._materialise(detect(x))  # pylint: disable=protected-access
 
 
-# ----------------------------------------------------------------------------- Model Garden
+# ----------------------------------------------------------------------------- other processes
 
-class ReferenceRunner:
-  """Proxy for `ModelGardenRunner` in a subprocess of the reference venv."""
+class RemoteRunner:
+  """Proxy for a runner served by `modelgarden_worker.serve` in a subprocess."""
 
-  def __init__(self, python: str):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ""}
-    self.log = tempfile.NamedTemporaryFile("w+", prefix="modelgarden_worker_", suffix=".log",
+  def __init__(self, command: list[str], env: Optional[dict] = None, label: str = "worker"):
+    self.label = label
+    self.log = tempfile.NamedTemporaryFile("w+", prefix=f"bench_{label}_", suffix=".log",
                                            delete=False)
-    self.proc = subprocess.Popen([python, os.path.join(HERE, "modelgarden_worker.py")],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=self.log, text=True, env=env, cwd=HERE)
+    self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=self.log, text=True, cwd=HERE,
+                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
 
   def call(self, op: str, **request) -> dict:
     self.proc.stdin.write(json.dumps({"op": op, **request}) + "\n")
@@ -215,9 +226,9 @@ class ReferenceRunner:
       if line.startswith(worker.REPLY_TAG):
         answer = json.loads(line[len(worker.REPLY_TAG):])
         if not answer.pop("ok"):
-          raise RuntimeError(f"Model Garden worker, op '{op}': {answer['error']}")
+          raise RuntimeError(f"{self.label}, op '{op}': {answer['error']}")
         return answer
-    raise RuntimeError(f"Model Garden worker exited during op '{op}'; "
+    raise RuntimeError(f"{self.label} exited during op '{op}'; "
                        f"its log ({self.log.name}) ends with:\n{self._log_tail()}")
 
   def _log_tail(self, lines: int = 30) -> str:
@@ -243,14 +254,33 @@ class ReferenceRunner:
   def peak_rss_mib(self) -> float:
     return self.call("peak_rss")["peak_rss_mib"]
 
+  @property
+  def full_path(self) -> str:
+    return self.call("info")["full_path"]
+
   def close(self) -> None:
     if self.proc.poll() is None:
       self.call("quit")
       self.proc.wait(timeout=60)
 
 
+def reference_runner(python: str) -> RemoteRunner:
+  """Model Garden in the reference venv (no path of ours: it must not see Keras 3)."""
+  return RemoteRunner([python, os.path.join(HERE, "modelgarden_worker.py")],
+                      env={"PYTHONPATH": ""}, label="Model Garden worker")
+
+
+def alternative_runner(overrides: Sequence[str]) -> RemoteRunner:
+  """Our model with other options, in a second process of this interpreter, so that its
+  weights and buffers stay out of the in-process side's peak RSS."""
+  command = [sys.executable, os.path.abspath(__file__), "--serve_ours"]
+  for text in overrides:
+    command += ["--params_override", text]
+  return RemoteRunner(command, label="our alternative worker")
+
+
 class LocalSide:
-  """Adds the memory calls of `ReferenceRunner` to the in-process runner."""
+  """Adds the memory calls of `RemoteRunner` to the in-process runner."""
 
   def __init__(self, runner: OursRunner):
     self.runner = runner
@@ -311,7 +341,7 @@ def check_params(ours: dict, ref: dict, title: str) -> None:
 
 
 def bench_config(name: str, sides: dict, args: argparse.Namespace) -> dict:
-  """All measurements of one architecture; returns them keyed by metric."""
+  """All measurements of one architecture, keyed by metric, then by side."""
   spec = CONFIGS[name]
   build = {"decoder": spec["decoder"], "num_repeats": spec["num_repeats"], "filters": 256,
            "num_classes": 91}
@@ -320,16 +350,19 @@ def bench_config(name: str, sides: dict, args: argparse.Namespace) -> dict:
     print(f"{spec['title']} at {size}: building", flush=True)
     counts = {n: s.build(size=size, **build) for n, s in sides.items()}
     if i == 0:
-      check_params(counts["ours"], counts["reference"], spec["title"])
+      for n in sides:
+        if n != "reference":
+          check_params(counts[n], counts["reference"], f"{spec['title']} ({n})")
       results["params"] = counts
     timed = lambda kind, batch: measure(sides, kind, batch, size, args.warmup, args.repeats)
     results[f"net_b1_{size}"] = timed("net", 1)
     results[f"full_b1_{size}"] = timed("full", 1)
     results[f"post_b1_{size}"] = timed("post", 1)
-    if size == args.sizes[0]:
+    if i == 0:
       results[f"net_b{args.throughput_batch}_{size}"] = timed("net", args.throughput_batch)
+    if size == args.train_size:
       results[f"train_b{args.train_batch}_{size}"] = timed("train", args.train_batch)
-  results["full_path"] = sides["ours"].full_path
+  results["full_path"] = {n: s.full_path for n, s in sides.items() if n != "reference"}
   for side in sides.values():
     side.release()
   return results
@@ -341,81 +374,94 @@ def _cell(t: Timing) -> str:
   return f"{t.median:.3f} ({min(t.seconds):.3f}-{max(t.seconds):.3f})"
 
 
-def _rows(results: dict, args: argparse.Namespace) -> list[tuple[str, str, str, float]]:
-  """(metric, ours, Model Garden, ratio) rows of one config."""
-  p = results["params"]
-  rows = [("parameters, trainable", f"{p['ours']['params_total']:,}",
-           f"{p['reference']['params_total']:,}",
-           p["ours"]["params_total"] / p["reference"]["params_total"]),
-          ("parameters, with BN statistics", f"{p['ours']['params_total_all']:,}",
-           f"{p['reference']['params_total_all']:,}",
-           p["ours"]["params_total_all"] / p["reference"]["params_total_all"])]
+def _ours(results: dict) -> list[str]:
+  return [n for n in results["params"] if n != "reference"]
+
+
+def _time_row(label: str, by_side: dict, ours: list[str]) -> list:
+  """[label, cell per side (ours..., reference), ratio per ours side]."""
+  ref = by_side["reference"]
+  return ([label] + [_cell(by_side[n]) for n in ours + ["reference"]]
+          + [by_side[n].median / ref.median for n in ours])
+
+
+def _rows(results: dict, args: argparse.Namespace) -> list[list]:
+  """Table rows of one config: metric, one cell per side, one ratio per side of ours."""
+  ours, p = _ours(results), results["params"]
+  rows = []
+  for key, label in (("params_total", "parameters, trainable"),
+                     ("params_total_all", "parameters, with BN statistics")):
+    rows.append([label] + [f"{p[n][key]:,}" for n in ours + ["reference"]]
+                + [p[n][key] / p["reference"][key] for n in ours])
   for kind, label in (("net", "net forward"), ("full", "full forward"),
-                      ("post", "post-processing alone, synthetic scores,")):
+                      ("post", "post-processing alone (synthetic scores)")):
     for size in args.sizes:
-      t = results[f"{kind}_b1_{size}"]
-      rows.append((f"{label}, batch 1, {size} [s]", _cell(t["ours"]), _cell(t["reference"]),
-                   t["ours"].median / t["reference"].median))
+      rows.append(_time_row(f"{label}, batch 1, {size} [s]", results[f"{kind}_b1_{size}"], ours))
   size, b = args.sizes[0], args.throughput_batch
   t = results[f"net_b{b}_{size}"]
-  rows.append((f"net throughput, batch {b}, {size} [img/s] (higher is better)",
-               f"{b / t['ours'].median:.2f}", f"{b / t['reference'].median:.2f}",
-               t["reference"].median / t["ours"].median))
+  size = args.train_size
+  rows.append([f"net throughput, batch {b}, {size} [img/s]"]
+              + [f"{b / t[n].median:.2f}" for n in ours + ["reference"]]
+              + [t["reference"].median / t[n].median for n in ours])
   train = results[f"train_b{args.train_batch}_{size}"]
-  rows.append((f"train step, batch {args.train_batch}, {size} [s]", _cell(train["ours"]),
-               _cell(train["reference"]), train["ours"].median / train["reference"].median))
-  rows.append((f"first train step (trace + compile) [s]", f"{train['ours'].first_s:.1f}",
-               f"{train['reference'].first_s:.1f}",
-               train["ours"].first_s / train["reference"].first_s))
-  rows += _memory_rows(results, args)
-  return rows
+  rows.append(_time_row(f"train step, batch {args.train_batch}, {size} [s]", train, ours))
+  rows.append(["first train step (trace + compile) [s]"]
+              + [f"{train[n].first_s:.1f}" for n in ours + ["reference"]]
+              + [train[n].first_s / train["reference"].first_s for n in ours])
+  return rows + _memory_rows(results, args, ours)
 
 
-def _memory_rows(results: dict, args: argparse.Namespace) -> list:
-  size = args.sizes[0]
-  inference = [k for k in results if k.startswith(("net_", "full_", "post_"))
-               and k != "full_path"]
-  peak = {n: max(results[k][n].peak_rss_mib for k in inference) for n in ("ours", "reference")}
-  train = results[f"train_b{args.train_batch}_{size}"]
-  return [("peak RSS, inference [MiB]", f"{peak['ours']:.0f}", f"{peak['reference']:.0f}",
-           peak["ours"] / peak["reference"]),
-          (f"peak RSS, train step batch {args.train_batch} [MiB]",
-           f"{train['ours'].peak_rss_mib:.0f}", f"{train['reference'].peak_rss_mib:.0f}",
-           train["ours"].peak_rss_mib / train["reference"].peak_rss_mib)]
+def _memory_rows(results: dict, args: argparse.Namespace, ours: list[str]) -> list[list]:
+  inference = [k for k in results if k.startswith(("net_", "full_b", "post_"))]
+  peak = {n: max(results[k][n].peak_rss_mib for k in inference) for n in ours + ["reference"]}
+  train = results[f"train_b{args.train_batch}_{args.train_size}"]
+  return [["peak RSS, inference [MiB]"] + [f"{peak[n]:.0f}" for n in ours + ["reference"]]
+          + [peak[n] / peak["reference"] for n in ours],
+          [f"peak RSS, train step batch {args.train_batch} [MiB]"]
+          + [f"{train[n].peak_rss_mib:.0f}" for n in ours + ["reference"]]
+          + [train[n].peak_rss_mib / train["reference"].peak_rss_mib for n in ours]]
 
 
 def print_table(all_results: dict, args: argparse.Namespace, loads: list) -> None:
-  print(f"\nnasfpn_tf vs Model Garden: {os.cpu_count()} CPUs, our options: "
-        f"{', '.join(args.params_override) or '(config defaults)'}; load average "
-        f"(1 min) {min(loads):.2f}-{max(loads):.2f}; median (min-max) of {args.repeats} "
-        f"interleaved runs after {args.warmup} warm-up")
+  labels = {"ours": f"ours ({', '.join(args.params_override)})",
+            "ours_alt": f"ours ({', '.join(args.alt_params_override)})"}
+  print(f"\nnasfpn_tf vs Model Garden {MG_VERSION}: {os.cpu_count()} CPUs; load average (1 min) "
+        f"{min(loads):.2f}-{max(loads):.2f}; median (min-max) of {args.repeats} interleaved "
+        f"calls after {args.warmup + 1} untimed; throughput ratio = MG time / our time")
   for name, results in all_results.items():
-    print(f"\n{CONFIGS[name]['title']}  (ours full forward: {results['full_path']})")
-    rows = _rows(results, args)
-    width = max(len(r[0]) for r in rows)
-    print(f"| {'metric'.ljust(width)} | ours | Model Garden | ours / MG |")
-    print(f"|{'-' * (width + 2)}|---|---|---|")
-    for metric, ours, ref, ratio in rows:
-      print(f"| {metric.ljust(width)} | {ours} | {ref} | {ratio:.2f} |")
+    ours = _ours(results)
+    print(f"\n{CONFIGS[name]['title']}; our full forward: " + "; ".join(
+        f"{n}: {results['full_path'][n]}" for n in ours))
+    head = [labels[n] for n in ours] + ["Model Garden"] + [f"{n} / MG" for n in ours]
+    print("| metric | " + " | ".join(head) + " |")
+    print("|---" * (len(head) + 1) + "|")
+    for row in _rows(results, args):
+      cells = row[:len(ours) + 2] + [f"{r:.2f}" for r in row[len(ours) + 2:]]
+      print("| " + " | ".join(cells) + " |")
 
 
 def summary(all_results: dict, args: argparse.Namespace, loads: list) -> dict:
   """The JSON line: headline ratios of the NAS-FPN config (else the first one), and all data."""
   name = "nasfpn" if "nasfpn" in all_results else next(iter(all_results))
   r, size = all_results[name], args.sizes[0]
-  ratio = lambda key: r[key]["ours"].median / r[key]["reference"].median
-  out = {"config": name, "size": size,
-         f"net_forward_ratio_{size}": ratio(f"net_b1_{size}"),
-         f"full_forward_ratio_{size}": ratio(f"full_b1_{size}"),
-         f"postprocess_ratio_{size}": ratio(f"post_b1_{size}"),
-         "train_step_ratio": ratio(f"train_b{args.train_batch}_{size}"),
-         "params_ours": r["params"]["ours"]["params_total"],
-         "params_reference": r["params"]["reference"]["params_total"],
-         "params_ours_all": r["params"]["ours"]["params_total_all"],
-         "params_reference_all": r["params"]["reference"]["params_total_all"],
-         "ours_options": args.params_override, "loadavg_range": [min(loads), max(loads)],
-         "cpus": os.cpu_count()}
-  out["measurements"] = {n: {k: _plain(v) for k, v in res.items()} for n, res in all_results.items()}
+  out = {"config": name, "size": size, "train_size": args.train_size,
+         "train_batch": args.train_batch}
+  for n in _ours(r):
+    suffix = "" if n == "ours" else "_alt"
+    ratio = lambda key: r[key][n].median / r[key]["reference"].median
+    out.update({f"net_forward_ratio_{size}{suffix}": ratio(f"net_b1_{size}"),
+                f"full_forward_ratio_{size}{suffix}": ratio(f"full_b1_{size}"),
+                f"postprocess_ratio_{size}{suffix}": ratio(f"post_b1_{size}"),
+                f"train_step_ratio{suffix}": ratio(
+                    f"train_b{args.train_batch}_{args.train_size}")})
+  out.update({"params_ours": r["params"]["ours"]["params_total"],
+              "params_reference": r["params"]["reference"]["params_total"],
+              "params_ours_all": r["params"]["ours"]["params_total_all"],
+              "params_reference_all": r["params"]["reference"]["params_total_all"],
+              "ours_options": args.params_override, "alt_options": args.alt_params_override,
+              "loadavg_range": [min(loads), max(loads)], "cpus": os.cpu_count(),
+              "model_garden": MG_VERSION})
+  out["measurements"] = {n: _plain(res) for n, res in all_results.items()}
   return out
 
 
@@ -434,24 +480,35 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--configs", default="nasfpn,fpn", help="comma-separated: nasfpn, fpn")
   p.add_argument("--sizes", default="640,384,256",
-                 help="comma-separated input sizes; throughput and train step use the first")
+                 help="comma-separated input sizes; throughput uses the first")
   p.add_argument("--repeats", type=int, default=5, help="timed calls per side")
   p.add_argument("--warmup", type=int, default=1, help="untimed calls after the first")
   p.add_argument("--throughput_batch", type=int, default=8)
   p.add_argument("--train_batch", type=int, default=4)
+  p.add_argument("--train_size", type=int, default=384,
+                 help="input size of the train step (one of --sizes): 640 at batch 4 needs "
+                      "~10 GiB per process, too much for three processes in 24 GiB")
   p.add_argument("--params_override", action="append", default=None,
                  help=f"our config override (repeatable); default '{DEFAULT_OVERRIDE}'")
+  p.add_argument("--alt_params_override", action="append", default=None,
+                 help="overrides of a second variant of ours, timed alongside (repeatable); "
+                      f"default '{DEFAULT_ALT_OVERRIDE}'; 'none' leaves it out")
   p.add_argument("--reference_python",
                  default=os.path.join(HERE, ".venv-modelgarden", "bin", "python"))
+  p.add_argument("--serve_ours", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   args.configs = [c for c in args.configs.split(",") if c]
   for c in args.configs:
     if c not in CONFIGS:
       p.error(f"--configs: '{c}' is not one of {sorted(CONFIGS)}")
   args.sizes = [int(s) for s in args.sizes.split(",") if s]
-  if args.params_override is None:
-    args.params_override = [DEFAULT_OVERRIDE]
-  if not os.path.exists(args.reference_python):
+  if args.train_size not in args.sizes:
+    args.train_size = args.sizes[0]
+  args.params_override = args.params_override or [DEFAULT_OVERRIDE]
+  args.alt_params_override = args.alt_params_override or [DEFAULT_ALT_OVERRIDE]
+  if args.alt_params_override == ["none"]:
+    args.alt_params_override = []
+  if not args.serve_ours and not os.path.exists(args.reference_python):
     p.error(f"no reference environment at {args.reference_python}: "
             "run `bash bench/setup_reference.sh` first")
   return args
@@ -463,17 +520,29 @@ def _loads(all_results: dict) -> list[float]:
           if isinstance(v, dict) for t in v.values() if isinstance(t, Timing)]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def make_sides(args: argparse.Namespace) -> dict:
+  """ours (in process), ours_alt (optional, subprocess), reference (subprocess): the
+  order in which every round of timed calls starts (reversed every other round)."""
+  sides = {"ours": LocalSide(OursRunner(args.params_override))}
+  if args.alt_params_override:
+    sides["ours_alt"] = alternative_runner(args.alt_params_override)
+  sides["reference"] = reference_runner(args.reference_python)
+  return sides
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
   args = parse_args(argv)
+  if args.serve_ours:
+    worker.serve(OursRunner(args.params_override))
+    return None
   print(f"load average at start: {os.getloadavg()}", flush=True)
-  reference = ReferenceRunner(args.reference_python)
-  sides = {"ours": LocalSide(OursRunner(args.params_override)), "reference": reference}
+  sides = make_sides(args)
   try:
-    all_results = {}
-    for name in args.configs:
-      all_results[name] = bench_config(name, sides, args)
+    all_results = {name: bench_config(name, sides, args) for name in args.configs}
   finally:
-    reference.close()
+    for side in sides.values():
+      if isinstance(side, RemoteRunner):
+        side.close()
   loads = _loads(all_results)
   print_table(all_results, args, loads)
   out = summary(all_results, args, loads)

@@ -12,6 +12,7 @@ model answers:
    "size": 640, "warmup": 2}                              -> first-call seconds
   {"op": "run"}                                           -> seconds of one timed call
   {"op": "peak_rss"}                                      -> peak RSS (MiB) since last reset
+  {"op": "info"}                                          -> how "full" was run
   {"op": "reset_peak_rss"} / {"op": "release"} / {"op": "quit"}
 
 The model is Model Garden's own: `official.vision.modeling.factory.build_retinanet`
@@ -117,6 +118,8 @@ def dispatch(runner: Any, op: str, request: dict) -> dict:
   if op == "release":
     runner.release()
     return {}
+  if op == "info":
+    return {"full_path": getattr(runner, "full_path", "")}
   raise ValueError(f"unknown op '{op}'")
 
 
