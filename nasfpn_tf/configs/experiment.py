@@ -197,7 +197,8 @@ class DataConfig:
 
   def __post_init__(self):
     _check_choice(self.source, "source", ("embedded", "coco", "tfds", "tfrecord"))
-    _check_choice(self.embedded_split, "embedded_split", ("train", "val"))
+    # "holdout": a third stream for scoring search trials, so the search never sees "val".
+    _check_choice(self.embedded_split, "embedded_split", ("train", "val", "holdout"))
     _check(self.global_batch_size >= 1, "global_batch_size", "must be >= 1")
     _check(0 < self.aug_scale_min <= self.aug_scale_max, "aug_scale_min",
            f"need 0 < aug_scale_min <= aug_scale_max, got {self.aug_scale_min}, {self.aug_scale_max}")

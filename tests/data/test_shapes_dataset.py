@@ -43,7 +43,9 @@ def test_splits_and_seeds_give_different_images(tmp_path):
   val = _file_digests(shapes_dataset.generate_shapes_dataset(root, "val", 6, seed=7)[1])
   other_seed = _file_digests(
       shapes_dataset.generate_shapes_dataset(str(tmp_path / "s8"), "train", 6, seed=8)[1])
+  holdout = _file_digests(shapes_dataset.generate_shapes_dataset(root, "holdout", 6, seed=7)[1])
   assert not set(train.values()) & set(val.values())
+  assert not (set(train.values()) | set(val.values())) & set(holdout.values())
   assert not set(train.values()) & set(other_seed.values())
 
 
