@@ -88,7 +88,8 @@ class ProxyReward:
     if stored is not None:
       return stored
     os.makedirs(model_dir, exist_ok=True)
-    metrics = train_and_evaluate(config, model_dir)
+    # One log line per epoch: many children share the search's console (Ray relays them).
+    metrics = train_and_evaluate(config, model_dir, verbose=2)
     if self.metric not in metrics:
       raise KeyError(f"train_and_evaluate returned {sorted(metrics)}, no '{self.metric}'")
     value = float(metrics[self.metric])
