@@ -37,7 +37,7 @@ def test_proxy_task_config_uses_the_papers_backbone_and_input():
 def test_reward_trains_one_child_per_architecture(tmp_path, monkeypatch):
   calls = []
 
-  def fake_train_and_evaluate(config, model_dir):
+  def fake_train_and_evaluate(config, model_dir, verbose=1):
     calls.append((config, model_dir))
     return {"AP": 0.25, "AP50": 0.5}
 
