@@ -399,10 +399,10 @@ def _rows(results: dict, args: argparse.Namespace) -> list[list]:
       rows.append(_time_row(f"{label}, batch 1, {size} [s]", results[f"{kind}_b1_{size}"], ours))
   size, b = args.sizes[0], args.throughput_batch
   t = results[f"net_b{b}_{size}"]
-  size = args.train_size
   rows.append([f"net throughput, batch {b}, {size} [img/s]"]
               + [f"{b / t[n].median:.2f}" for n in ours + ["reference"]]
               + [t["reference"].median / t[n].median for n in ours])
+  size = args.train_size
   train = results[f"train_b{args.train_batch}_{size}"]
   rows.append(_time_row(f"train step, batch {args.train_batch}, {size} [s]", train, ours))
   rows.append(["first train step (trace + compile) [s]"]
