@@ -155,3 +155,13 @@ def test_label_map_and_config_beside_the_model(export_dir, trained):
   assert yaml.safe_load(open(os.path.join(extra, "config.yaml"))) == \
       yaml.safe_load(open(os.path.join(export_dir, export_lib.CONFIG_FILE)))
   assert not [f for f in os.listdir(export_dir) if f.startswith(".")]
+
+
+def test_run_py_export_without_a_trained_model_names_the_folder(tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  proc = subprocess.run([sys.executable, os.path.join(root, "run.py"), "--mode=export",
+                         f"--model_dir={tmp_path}"], capture_output=True, text=True,
+                        timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+  assert proc.returncode == 1
+  assert f"export error: model: {tmp_path} holds neither" in proc.stderr
+  assert "Traceback" not in proc.stderr
