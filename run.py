@@ -78,12 +78,16 @@ def _draw(config) -> None:
   print(path)
 
 
-def _export(config) -> None:
+def _export(config, model=None) -> None:
+  """Exports MODEL_DIR's trained model, or `model` when the caller has it loaded."""
   from nasfpn_tf.serving import export_lib
   export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export")
   try:
-    path = export_lib.export_from_model_dir(FLAGS.model_dir, export_dir, FLAGS.export_format,
-                                            config=config)
+    if model is None:
+      path = export_lib.export_from_model_dir(FLAGS.model_dir, export_dir, FLAGS.export_format,
+                                              config=config)
+    else:
+      path = export_lib.export_model(model, export_dir, FLAGS.export_format, config)
   except export_lib.ExportError as e:
     sys.exit(f"export error: {e}")
   print(path)
@@ -101,18 +105,20 @@ def _train(config) -> None:
   # Workers of a multi-worker job share MODEL_DIR: only the chief draws and exports.
   if FLAGS.mode != "train_and_eval" or not is_chief():
     return
-  _draw_detections(config)
+  from nasfpn_tf.serving.export_lib import load_trained_model, resolve_config
+  # Loaded once from what training wrote, for both the drawing and the export.
+  model, beside = load_trained_model(FLAGS.model_dir)
+  config = resolve_config(model, config, beside)
+  _draw_detections(model, config)
   if FLAGS.export_after_training:
-    _export(config)
+    _export(config, model)
 
 
-def _draw_detections(config) -> None:
+def _draw_detections(model, config) -> None:
   """MODEL_DIR/detections.png: the trained model on a few validation images."""
   from nasfpn_tf.evaluation.detection_samples import write_detection_samples
-  from nasfpn_tf.serving.export_lib import load_trained_model
   if config.task.validation_data.source not in ("embedded", "coco"):
     return
-  model, _ = load_trained_model(FLAGS.model_dir)
   path = os.path.join(FLAGS.model_dir, "detections.png")
   print(write_detection_samples(model, config.task.validation_data, path))
 

@@ -497,6 +497,13 @@ def export_from_model_dir(model_dir: str, export_dir: str, export_format: str = 
   Raises:
     ExportError: nothing to export, or TFLite variants that could not be produced.
   """
+  _check_export_options(export_format, options)  # before the load: a typo fails fast
+  model, beside = load_trained_model(model_dir)
+  return export_model(model, export_dir, export_format,
+                      resolve_config(model, config, beside), **options)
+
+
+def _check_export_options(export_format: str, options: dict) -> None:
   allowed = {"saved_model": {"batch_size"},
              "tflite": {"variants", "num_calibration_images"}}
   if export_format not in allowed:
@@ -504,8 +511,12 @@ def export_from_model_dir(model_dir: str, export_dir: str, export_format: str = 
   extra = set(options) - allowed[export_format]
   if extra:
     raise TypeError(f"unknown options for {export_format}: {sorted(extra)}")
-  model, beside = load_trained_model(model_dir)
-  config = resolve_config(model, config, beside)
+
+
+def export_model(model, export_dir: str, export_format: str = "saved_model",
+                 config: Optional[ExperimentConfig] = None, **options: Any) -> str:
+  """Writes the export of an already loaded model (see `export_from_model_dir`)."""
+  _check_export_options(export_format, options)
   if export_format == "saved_model":
     return export_saved_model(model, export_dir, config, **options)
   export_tflite(model, export_dir, config=config, **options)
