@@ -117,7 +117,21 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
       self.model.stop_training = True
 
 
-class AtomicCheckpoint(keras.callbacks.Callback):
+class _EveryNSteps(keras.callbacks.Callback):
+  """Calls `self._on_interval(step, logs)` whenever the optimizer step crosses a multiple of
+  `self.interval` (steps_per_execution may jump over the multiple itself)."""
+
+  def on_train_begin(self, logs=None):
+    self._last_step = _step(self.model)
+
+  def on_train_batch_end(self, batch, logs=None):
+    step = _step(self.model)
+    if _crossed(self._last_step, step, self.interval):
+      self._on_interval(step, logs)
+    self._last_step = step
+
+
+class AtomicCheckpoint(_EveryNSteps):
   """Saves the weights every `interval` steps and at the end of training, atomically.
 
   Args:
@@ -133,26 +147,17 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     self.path, self.interval, self.guard, self.enabled = path, interval, guard, enabled
     self.saved_step = -1
 
-  def _save(self, step: int) -> None:
+  def _on_interval(self, step: int, logs=None) -> None:
     if not self.enabled or (self.guard and not self.guard.healthy) or step == self.saved_step:
       return
     atomic_save(self.model.save_weights, self.path)
     self.saved_step = step
 
-  def on_train_begin(self, logs=None):
-    self._last_step = _step(self.model)
-
-  def on_train_batch_end(self, batch, logs=None):
-    step = _step(self.model)
-    if _crossed(self._last_step, step, self.interval):
-      self._save(step)
-    self._last_step = step
-
   def on_train_end(self, logs=None):
-    self._save(_step(self.model))
+    self._on_interval(_step(self.model))
 
 
-class StepBackup(keras.callbacks.Callback):
+class StepBackup(_EveryNSteps):
   """Backs up weights and optimizer state every `interval` steps, for an exact resume.
 
   Why not `keras.callbacks.BackupAndRestore`: it writes its file in place (a kill during the
@@ -199,7 +204,7 @@ class StepBackup(keras.callbacks.Callback):
       return _step(model)
     return 0
 
-  def _save(self, step: int) -> None:
+  def _on_interval(self, step: int, logs=None) -> None:
     if not self.enabled or (self.guard and not self.guard.healthy):
       return
     tf.io.gfile.makedirs(self.backup_dir)
@@ -208,17 +213,8 @@ class StepBackup(keras.callbacks.Callback):
     for _, old in self.backups()[self.KEEP:]:
       tf.io.gfile.remove(old)
 
-  def on_train_begin(self, logs=None):
-    self._last_step = _step(self.model)
 
-  def on_train_batch_end(self, batch, logs=None):
-    step = _step(self.model)
-    if _crossed(self._last_step, step, self.interval):
-      self._save(step)
-    self._last_step = step
-
-
-class StepSummaries(keras.callbacks.Callback):
+class StepSummaries(_EveryNSteps):
   """TensorBoard scalars against the optimizer step (Keras' TensorBoard counts batches from 0
   in every `fit` call, which would restart the curves after a resume)."""
 
@@ -229,16 +225,13 @@ class StepSummaries(keras.callbacks.Callback):
 
   def on_train_begin(self, logs=None):
     self._writer = self._writer or tf.summary.create_file_writer(self.log_dir)
-    self._last_step = _step(self.model)
+    super().on_train_begin(logs)
 
-  def on_train_batch_end(self, batch, logs=None):
-    step = _step(self.model)
-    if _crossed(self._last_step, step, self.interval):
-      with self._writer.as_default(step=step):
-        for name, value in (logs or {}).items():
-          tf.summary.scalar(name, float(value))
-        tf.summary.scalar("learning_rate", float(self.model.optimizer.learning_rate))
-    self._last_step = step
+  def _on_interval(self, step: int, logs=None) -> None:
+    with self._writer.as_default(step=step):
+      for name, value in (logs or {}).items():
+        tf.summary.scalar(name, float(value))
+      tf.summary.scalar("learning_rate", float(self.model.optimizer.learning_rate))
 
   def on_train_end(self, logs=None):
     self._writer.flush()
