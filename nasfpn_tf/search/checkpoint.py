@@ -22,16 +22,13 @@ def _fsync_tree(directory: str) -> None:
   for name in os.listdir(directory):
     path = os.path.join(directory, name)
     if os.path.isfile(path):
-      fd = os.open(path, os.O_RDONLY)
-      try:
-        os.fsync(fd)
-      finally:
-        os.close(fd)
-  _fsync_dir(directory)
+      fsync_path(path)
+  fsync_path(directory)
 
 
-def _fsync_dir(directory: str) -> None:
-  fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: str) -> None:
+  """Flushes a file's data, or a directory's entries (a rename), to disk."""
+  fd = os.open(path, os.O_RDONLY)
   try:
     os.fsync(fd)
   finally:
@@ -73,7 +70,7 @@ class CheckpointStore:
     if os.path.exists(final):   # the same step saved again (e.g. a final partial batch)
       shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync_dir(self.root)
+    fsync_path(self.root)
     self._prune()
     return final
 

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from nasfpn_tf.architecture_spec import ArchitectureSpec
+from nasfpn_tf.search.checkpoint import fsync_path
 from nasfpn_tf.search.search_space import DECISION_KINDS, SearchSpace
 
 _MASKED_LOGIT = -1e9
@@ -262,7 +263,7 @@ class Controller(keras.Model):
       raise ValueError(f"controller weights path must end in .weights.h5, got {path}")
     tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}-{os.path.basename(path)}")
     self.save_weights(tmp)
-    _fsync_file(tmp)
+    fsync_path(tmp)
     os.replace(tmp, path)
 
   def load_weights_file(self, path: str) -> None:
@@ -276,11 +277,3 @@ class Controller(keras.Model):
                    "init_range": self.init_range, "tanh_constant": self.tanh_constant,
                    "temperature": self.temperature, "seed": self.seed})
     return config
-
-
-def _fsync_file(path: str) -> None:
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)

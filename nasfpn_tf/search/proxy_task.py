@@ -109,11 +109,10 @@ def _read_reward(model_dir: str, metric: str) -> float | None:
 
 
 def _write_reward(model_dir: str, spec: ArchitectureSpec, metrics: dict[str, Any]) -> None:
-  path = os.path.join(model_dir, _REWARD_FILE)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump({"spec": spec.to_string(), "metrics": {k: float(v) for k, v in metrics.items()}}, f)
-  os.replace(tmp, path)
+  from nasfpn_tf.search.reporting import atomic_write_text
+
+  atomic_write_text(os.path.join(model_dir, _REWARD_FILE), json.dumps(
+      {"spec": spec.to_string(), "metrics": {k: float(v) for k, v in metrics.items()}}))
 
 
 def make_proxy_reward(base_config: ExperimentConfig, root_dir: str,
