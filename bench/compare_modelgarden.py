@@ -125,13 +125,8 @@ class OursRunner:
 
     norms = [m for m in self.model._flatten_layers()  # pylint: disable=protected-access
              if isinstance(m, keras.layers.BatchNormalization)]
-    momenta = [n.momentum for n in norms]
-    for n in norms:
-      n.momentum = 0.0
-    self.model(tf.random.stateless_uniform([2, size, size, 3], [3, 4], 0.0, 255.0),
-               training=True)
-    for n, m in zip(norms, momenta):
-      n.momentum = m
+    worker.calibrate_batch_norm(norms, lambda: self.model(
+        tf.random.stateless_uniform([2, size, size, 3], [3, 4], 0.0, 255.0), training=True))
 
   def prepare(self, kind: str, batch: int, size: int, warmup: int) -> float:
     self.step = self._make_step(kind, batch, size)

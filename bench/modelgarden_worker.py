@@ -83,6 +83,17 @@ def timed(fn: Callable[[], Any]) -> float:
   return time.perf_counter() - start
 
 
+def calibrate_batch_norm(norms: list, run_batch: Callable[[], Any]) -> None:
+  """Moving statistics := batch statistics of `run_batch()` (a training-mode call): momentum
+  0 for that one call, then back. Shared by both sides of the benchmark."""
+  momenta = [n.momentum for n in norms]
+  for n in norms:
+    n.momentum = 0.0
+  run_batch()
+  for n, m in zip(norms, momenta):
+    n.momentum = m
+
+
 def reply(payload: dict) -> None:
   sys.stdout.write(REPLY_TAG + json.dumps(payload) + "\n")
   sys.stdout.flush()
@@ -240,13 +251,8 @@ class ModelGardenRunner:
 
     norms = [m for m in self.model.submodules
              if isinstance(m, tf_keras.layers.BatchNormalization)]
-    momenta = [n.momentum for n in norms]
-    for n in norms:
-      n.momentum = 0.0
-    self.model(tf.random.stateless_uniform([2, size, size, 3], [3, 4], 0.0, 255.0),
-               training=True)
-    for n, m in zip(norms, momenta):
-      n.momentum = m
+    calibrate_batch_norm(norms, lambda: self.model(
+        tf.random.stateless_uniform([2, size, size, 3], [3, 4], 0.0, 255.0), training=True))
 
   def prepare(self, kind: str, batch: int, size: int, warmup: int) -> float:
     """Traces the call of `kind` for [batch, size, size, 3]; runs it `warmup` more times."""
