@@ -11,6 +11,8 @@ from typing import Optional, Sequence
 
 import keras
 
+from nasfpn_tf.modeling.layers.batch_norm import FusedBatchNorm
+
 # depth -> (block kind, blocks per stage C2..C5)
 RESNET_SPECS = {
     10: ("basic", (1, 1, 1, 1)),
@@ -33,8 +35,8 @@ class _Norm:
   def __init__(self, momentum: float, epsilon: float, sync: bool):
     self.kwargs = {"momentum": momentum, "epsilon": epsilon, "synchronized": sync}
 
-  def __call__(self, name: str) -> keras.layers.BatchNormalization:
-    return keras.layers.BatchNormalization(name=name, **self.kwargs)
+  def __call__(self, name: str) -> FusedBatchNorm:
+    return FusedBatchNorm(name=name, **self.kwargs)
 
 
 def _basic_block(x, filters: int, strides: int, project: bool, norm: _Norm, name: str):

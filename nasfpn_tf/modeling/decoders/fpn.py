@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import keras
 from keras import ops
 
+from nasfpn_tf.modeling.layers.batch_norm import FusedBatchNorm
 from nasfpn_tf.modeling.layers.resample import initializer_config, make_initializer
 
 
@@ -96,7 +97,7 @@ class FPN(keras.layers.Layer):
       self.extra[level].build((None, None, None, self.filters))
     self.norms = {}
     for level in range(self.min_level, self.max_level + 1):
-      self.norms[level] = keras.layers.BatchNormalization(
+      self.norms[level] = FusedBatchNorm(
           momentum=self.norm_momentum, epsilon=self.norm_epsilon, synchronized=self.use_sync_bn,
           name=f"output_bn_P{level}", dtype=self.dtype_policy)
       self.norms[level].build((None, None, None, self.filters))

@@ -8,6 +8,8 @@ from typing import Mapping
 import keras
 from keras import ops
 
+from nasfpn_tf.modeling.layers.batch_norm import FusedBatchNorm
+
 
 @keras.saving.register_keras_serializable(package="nasfpn_tf")
 class RetinaNetHead(keras.layers.Layer):
@@ -66,7 +68,7 @@ class RetinaNetHead(keras.layers.Layer):
 
   def _subnet(self, branch: str):
     convs = [self._conv(self.filters, f"{branch}_conv{i}", 0.01) for i in range(self.num_convs)]
-    norms = {lvl: [keras.layers.BatchNormalization(
+    norms = {lvl: [FusedBatchNorm(
         momentum=self.norm_momentum, epsilon=self.norm_epsilon, synchronized=self.use_sync_bn,
         name=f"{branch}_bn{i}_{lvl}", dtype=self.dtype_policy) for i in range(self.num_convs)]
              for lvl in self.levels}

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import keras
 from keras import ops
 
+from nasfpn_tf.modeling.layers.batch_norm import FusedBatchNorm
 from nasfpn_tf.modeling.layers.dropblock import DropBlock
 from nasfpn_tf.modeling.layers.merge_ops import MERGE_OPS, POOL_TYPES, merge
 from nasfpn_tf.modeling.layers.resample import (Resample, initializer_config, make_initializer,
@@ -86,7 +87,7 @@ class MergingCell(keras.layers.Layer):
         self.filters, 3, padding="same", name="conv", dtype=self.dtype_policy,
         kernel_initializer=make_initializer(self.kernel_initializer))
     self.conv.build((None, None, None, self.filters))
-    self.norm = keras.layers.BatchNormalization(
+    self.norm = FusedBatchNorm(
         momentum=self.norm_momentum, epsilon=self.norm_epsilon, synchronized=self.use_sync_bn,
         name="bn", dtype=self.dtype_policy)
     self.norm.build((None, None, None, self.filters))

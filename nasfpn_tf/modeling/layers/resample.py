@@ -18,6 +18,8 @@ from typing import Any, Callable, Optional
 import keras
 from keras import ops
 
+from nasfpn_tf.modeling.layers.batch_norm import FusedBatchNorm
+
 
 def model_garden_conv_initializer() -> keras.initializers.Initializer:
   """Model Garden's NAS-FPN conv initializer (it ignores its own `kernel_initializer` arg)."""
@@ -110,7 +112,7 @@ class Resample(keras.layers.Layer):
           self.filters, 1, padding="same", name="conv", dtype=self.dtype_policy,
           kernel_initializer=make_initializer(self.kernel_initializer))
       self.conv.build(input_shape)
-      self.norm = keras.layers.BatchNormalization(
+      self.norm = FusedBatchNorm(
           momentum=self.norm_momentum, epsilon=self.norm_epsilon, synchronized=self.use_sync_bn,
           name="bn", dtype=self.dtype_policy)
       self.norm.build(input_shape[:-1] + (self.filters,))
