@@ -3,7 +3,7 @@
 Keras 3 computes batch norm on the TensorFlow backend as separate ops (`tf.nn.moments`, then
 `tf.nn.batch_normalization`, and their gradients one by one); tf-keras and Model Garden call
 the fused kernel (`FusedBatchNormV3`), one op forward and one backward, about 3x faster on
-CPU (`bench/compare_modelgarden.py`). In inference the fused op also lets TensorFlow's graph
+CPU for one layer's forward + backward. In inference the fused op also lets TensorFlow's graph
 optimiser fold the batch norm into the convolution before it.
 
 `FusedBatchNorm` is a `keras.layers.BatchNormalization` with the same arguments, weights and
