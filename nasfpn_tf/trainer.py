@@ -21,7 +21,7 @@ import dataclasses
 import math
 import os
 import re
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -415,7 +415,8 @@ class TrainResult:
 
 
 def _callbacks(run: _Run, guard: NonFiniteLossGuard, backup: StepBackup,
-               eval_input) -> list[keras.callbacks.Callback]:
+               eval_input, extra: Sequence[keras.callbacks.Callback] = ()
+               ) -> list[keras.callbacks.Callback]:
   t = run.config.trainer
   cbs = [guard,  # first: the savers below look at its verdict for the same step
          AtomicCheckpoint(os.path.join(run.model_dir, CHECKPOINT_FILE), t.checkpoint_interval,
@@ -429,10 +430,12 @@ def _callbacks(run: _Run, guard: NonFiniteLossGuard, backup: StepBackup,
     cbs.append(StepSummaries(os.path.join(log_dir, "steps")))
     # Last, so that its epoch summaries include the AP the evaluation adds to the logs.
     cbs.append(keras.callbacks.TensorBoard(log_dir, update_freq="epoch"))
-  return cbs
+  # The caller's (e.g. a search reporting each evaluation) see the AP in the epoch logs.
+  return cbs + list(extra)
 
 
-def _fit(run: _Run, model: keras.Model, eval_input=None) -> TrainResult:
+def _fit(run: _Run, model: keras.Model, eval_input=None,
+         extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
   """Restores the newest backup, then runs the fit calls of `fit_plan` to train_steps."""
   t = run.config.trainer
   guard = NonFiniteLossGuard()
@@ -442,7 +445,7 @@ def _fit(run: _Run, model: keras.Model, eval_input=None) -> TrainResult:
   if done and run.verbose:
     print(f"Resuming from the backup at step {done} of {t.train_steps}")
   train_ds = _train_input(run)
-  callbacks = _callbacks(run, guard, backup, eval_input)
+  callbacks = _callbacks(run, guard, backup, eval_input, extra_callbacks)
   history: dict[str, list[float]] = {}
   steps_per_epoch = min(t.validation_interval, t.train_steps)
   for initial_epoch, epochs, steps in fit_plan(done, t.train_steps, steps_per_epoch):
@@ -488,8 +491,11 @@ def train(config: ExperimentConfig, model_dir: str, verbose: int = 1) -> TrainRe
 
 
 def train_and_evaluate(config: ExperimentConfig, model_dir: str,
-                       mode: str = "train_and_eval", verbose: int = 1) -> dict[str, float]:
+                       mode: str = "train_and_eval", verbose: int = 1,
+                       callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict[str, float]:
   """Trains (and evaluates) the experiment; returns the last COCO metrics ({} if none).
+
+  `callbacks` are added to Keras' (after the evaluation, so they see `val_AP`...).
 
   Writes to `model_dir` (chief only): config.yaml, TensorBoard logs, checkpoint.weights.h5,
   model.keras (the trained model, for export), eval_results.json, backup/ while training.
@@ -505,7 +511,7 @@ def train_and_evaluate(config: ExperimentConfig, model_dir: str,
     return _evaluate(model, eval_input, model_dir, config) if run.chief else {}
   if config.task.init_checkpoint:
     model.load_weights(config.task.init_checkpoint)
-  result = _fit(run, model, eval_input)
+  result = _fit(run, model, eval_input, callbacks)
   _finish(run, result)
   if eval_input is None:
     return {}

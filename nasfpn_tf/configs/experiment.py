@@ -68,9 +68,12 @@ class DecoderConfig:
   use_dropblock: bool = False
   dropblock_size: int = 3
   dropblock_keep_prob: float = 0.9
+  # nasfpn_supernet only (one-shot search): merging cells per repeat of the supernet.
+  num_cells: int = 7
 
   def __post_init__(self):
-    _check_choice(self.type, "type", ("fpn", "nasfpn"))
+    _check_choice(self.type, "type", ("fpn", "nasfpn", "nasfpn_supernet"))
+    _check(self.num_cells >= 1, "num_cells", "must be >= 1")
     _check(self.filters > 0, "filters", "must be > 0")
     _check(self.num_repeats >= 1, "num_repeats", "must be >= 1")
     _check_choice(self.global_pool_type, "global_pool_type", ("max", "avg"))

@@ -21,6 +21,9 @@ from nasfpn_tf.configs.experiment import ConfigError
 
 ALGORITHMS = ("ppo", "random")
 ENGINES = ("inline", "ray")
+# proxy: every trial trains a child (the paper). oneshot: a weight-sharing supernet is
+# trained once, trials score its paths in seconds, the top k are re-scored by the proxy.
+STRATEGIES = ("proxy", "oneshot")
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -74,8 +77,43 @@ class PPOConfig:
 
 
 @dataclasses.dataclass
+class OneShotConfig:
+  """The one-shot strategy (see `nasfpn_tf.search.oneshot`).
+
+  The supernet has the shape of `task.model` (backbone, width, repeats, head) and is
+  trained with `trainer`'s schedule stretched to `supernet_steps`; each controller
+  trial then scores one path on the held-out split (`task.validation_data`).
+  """
+  # Training steps of the supernet (one uniformly sampled path per step).
+  supernet_steps: int = 2000
+  # Training batches whose statistics recalibrate a path's batch norms before scoring.
+  calibration_batches: int = 4
+  # Held-out batches a path is scored on (0: the whole split).
+  eval_batches: int = 0
+  # The k best distinct architectures of the controller are re-scored by the stand-alone
+  # proxy (child training with `trainer`), Ray Tune's ASHA stopping bad children early
+  # at each evaluation (every trainer.validation_interval steps). 0: no re-scoring.
+  rescore_top_k: int = 4
+  # ASHA: evaluations every child gets, and the fraction (1 / reduction_factor) promoted.
+  rescore_grace_evals: int = 1
+  rescore_reduction_factor: int = 2
+
+  def __post_init__(self):
+    _check(self.supernet_steps >= 1, "supernet_steps", f"must be >= 1, got {self.supernet_steps}")
+    _check(self.calibration_batches >= 1, "calibration_batches",
+           f"must be >= 1, got {self.calibration_batches}")
+    _check(self.eval_batches >= 0, "eval_batches", f"must be >= 0, got {self.eval_batches}")
+    _check(self.rescore_top_k >= 0, "rescore_top_k", f"must be >= 0, got {self.rescore_top_k}")
+    _check(self.rescore_grace_evals >= 1, "rescore_grace_evals",
+           f"must be >= 1, got {self.rescore_grace_evals}")
+    _check(self.rescore_reduction_factor >= 2, "rescore_reduction_factor",
+           f"must be >= 2, got {self.rescore_reduction_factor}")
+
+
+@dataclasses.dataclass
 class SearchConfig:
   """What to search, with which algorithm, on which engine, where to keep the results."""
+  strategy: str = "proxy"
   algorithm: str = "ppo"
   engine: str = "inline"
   # Finished trials (successful or failed) after which the search stops.
@@ -93,6 +131,7 @@ class SearchConfig:
   max_level: int = 7
   controller: ControllerConfig = field(default_factory=ControllerConfig)
   ppo: PPOConfig = field(default_factory=PPOConfig)
+  oneshot: OneShotConfig = field(default_factory=OneShotConfig)
   # Resources of one trial (Ray engine).
   trial_cpus: float = 1.0
   trial_gpus: float = 0.0
@@ -120,6 +159,10 @@ class SearchConfig:
            f"expected a ControllerConfig, got {type(self.controller).__name__}")
     _check(isinstance(self.ppo, PPOConfig), "ppo",
            f"expected a PPOConfig, got {type(self.ppo).__name__}")
+    _check(isinstance(self.oneshot, OneShotConfig), "oneshot",
+           f"expected a OneShotConfig, got {type(self.oneshot).__name__}")
+    _check(self.strategy in STRATEGIES, "strategy",
+           f"'{self.strategy}' is not one of {list(STRATEGIES)}")
     _check(self.algorithm in ALGORITHMS, "algorithm",
            f"'{self.algorithm}' is not one of {list(ALGORITHMS)}")
     _check(self.engine in ENGINES, "engine", f"'{self.engine}' is not one of {list(ENGINES)}")

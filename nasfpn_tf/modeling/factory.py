@@ -10,9 +10,11 @@ from nasfpn_tf.configs.experiment import ModelConfig
 from nasfpn_tf.modeling.backbones.resnet import build_resnet
 from nasfpn_tf.modeling.decoders.fpn import FPN
 from nasfpn_tf.modeling.decoders.nasfpn import NasFpn
+from nasfpn_tf.modeling.decoders.nasfpn_supernet import NasFpnSupernet
 from nasfpn_tf.modeling.heads.retinanet_head import RetinaNetHead
 from nasfpn_tf.modeling.layers.detection_generator import DetectionGenerator
 from nasfpn_tf.modeling.retinanet_model import RetinaNetModel
+from nasfpn_tf.modeling.supernet_model import SupernetModel
 from nasfpn_tf.ops.anchor import AnchorGenerator
 
 
@@ -35,10 +37,21 @@ def _build_nasfpn(config: ModelConfig, sync_bn: bool) -> keras.layers.Layer:
                 name="decoder", **_norm_kwargs(config, sync_bn))
 
 
+def _build_nasfpn_supernet(config: ModelConfig, sync_bn: bool) -> keras.layers.Layer:
+  d = config.decoder
+  return NasFpnSupernet(num_cells=d.num_cells, filters=d.filters, num_repeats=d.num_repeats,
+                        min_level=config.min_level, max_level=config.max_level,
+                        global_pool_type=d.global_pool_type, name="decoder",
+                        **_norm_kwargs(config, sync_bn))
+
+
 DECODERS: dict[str, Callable[[ModelConfig, bool], keras.layers.Layer]] = {
     "fpn": _build_fpn,
     "nasfpn": _build_nasfpn,
+    "nasfpn_supernet": _build_nasfpn_supernet,
 }
+# The one-shot supernet trains one sampled path per step (see SupernetModel).
+MODELS = {"nasfpn_supernet": SupernetModel}
 
 
 def build_backbone(config: ModelConfig, sync_bn: bool = False) -> keras.Model:
@@ -71,7 +84,8 @@ def build_model(config: ModelConfig, sync_bn: bool = False, nms: str = "combined
       level_sizes, config.input_size, pre_nms_top_k=det.pre_nms_top_k,
       score_threshold=det.score_threshold, iou_threshold=det.iou_threshold,
       max_detections=det.max_detections, nms=nms, name="detection_generator")
-  model = RetinaNetModel(
+  model_cls = MODELS.get(config.decoder.type, RetinaNetModel)
+  model = model_cls(
       build_backbone(config, sync_bn), DECODERS[config.decoder.type](config, sync_bn), head,
       num_classes=config.num_classes, input_size=config.input_size,
       min_level=config.min_level, max_level=config.max_level, anchor_generator=anchors,

@@ -1,4 +1,5 @@
-"""`run.py --mode=search`: a search whose reward is the proxy task of the experiment config."""
+"""`run.py --mode=search`: `search.strategy` proxy (every trial trains a child) or oneshot
+(`nasfpn_tf.search.oneshot`: supernet, controller, ASHA re-scoring)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ def run_search_from_config(config: ExperimentConfig, model_dir: str,
   from nasfpn_tf.search.engine import run_search_with_config
   from nasfpn_tf.search.proxy_task import make_proxy_reward
 
+  if config.search.strategy == "oneshot":
+    from nasfpn_tf.search.oneshot import run_oneshot_search
+    return run_oneshot_search(config, model_dir, ray_address)
   search = config.search
   directory = search.directory or os.path.join(model_dir, "search")
   search = dataclasses.replace(search, directory=directory,

@@ -41,16 +41,23 @@ def best_trials(records: Sequence[TrialRecord], k: int) -> list[TrialRecord]:
   return best
 
 
-def write_best_specs(records: Sequence[TrialRecord], directory: str, k: int) -> list[str]:
-  """Writes `best_1.yaml`.. (loadable by `parse_spec`, usable as `task.model.decoder.spec`)."""
+def write_ranked_specs(ranked: Sequence[tuple], directory: str) -> list[str]:
+  """Writes `best_1.yaml`.. for `(spec, reward, what)` rows in rank order (loadable by
+  `parse_spec`, usable as `task.model.decoder.spec`)."""
   paths = []
-  for rank, r in enumerate(best_trials(records, k), start=1):
-    header = (f"# NAS-FPN search: rank {rank}, trial {r.trial}, reward {r.reward:.6g}\n"
-              f"# {r.spec_string}\n")
+  for rank, (spec, reward, what) in enumerate(ranked, start=1):
+    header = (f"# NAS-FPN search: rank {rank}, {what} {reward:.6g}\n"
+              f"# {spec.to_string()}\n")
     path = os.path.join(directory, f"best_{rank}.yaml")
-    atomic_write_text(path, header + r.spec.to_yaml())
+    atomic_write_text(path, header + spec.to_yaml())
     paths.append(path)
   return paths
+
+
+def write_best_specs(records: Sequence[TrialRecord], directory: str, k: int) -> list[str]:
+  """Writes `best_1.yaml`.. for the `k` best trials of a journal."""
+  return write_ranked_specs([(r.spec, r.reward, f"trial {r.trial}, reward")
+                             for r in best_trials(records, k)], directory)
 
 
 def moving_average(values: Sequence[float], window: int) -> np.ndarray:

@@ -197,7 +197,7 @@ def _last_line(path: str) -> str:
   return lines[-1][:500] if lines else "trial failed"
 
 
-def _init_ray(config: SearchConfig) -> bool:
+def init_ray(config: SearchConfig) -> bool:
   """Starts or joins Ray; returns True if this call started it (and must shut it down)."""
   if ray.is_initialized():
     return False
@@ -252,7 +252,7 @@ def build_tuner(config: SearchConfig, reward_fn: Callable[[ArchitectureSpec], fl
 def run_ray_search(config: SearchConfig, reward_fn: Callable[[ArchitectureSpec], float]
                    ) -> list[TrialRecord]:
   """Runs (or continues) the search with Ray Tune; returns all finished trials in order."""
-  started = _init_ray(config)
+  started = init_ray(config)
   try:
     searcher = ControllerSearcher(config)
     remaining = config.max_trials - searcher.driver.num_finished

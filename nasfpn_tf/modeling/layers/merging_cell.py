@@ -15,6 +15,18 @@ from nasfpn_tf.modeling.layers.resample import (Resample, initializer_config, ma
                                                 resampled_size)
 
 
+def combine_inputs(feats: Sequence, input_levels: Sequence[int], op: str,
+                   global_pool_type: str = "max"):
+  """Merges already-resampled inputs: `op` on the first two, then adds the extras.
+
+  Shared by `MergingCell` and the one-shot supernet, so both compute the same cell.
+  """
+  x = merge(op, feats[0], feats[1], input_levels[0], input_levels[1], global_pool_type)
+  for extra in feats[2:]:
+    x = x + extra
+  return x
+
+
 @keras.saving.register_keras_serializable(package="nasfpn_tf")
 class MergingCell(keras.layers.Layer):
   """One merging cell of the NAS-FPN search space (paper, section 3).
@@ -99,10 +111,7 @@ class MergingCell(keras.layers.Layer):
 
   def call(self, inputs, training=None):
     feats = [r(x, training=training) for r, x in zip(self.resamplers, inputs)]
-    x = merge(self.op, feats[0], feats[1], self.input_levels[0], self.input_levels[1],
-              self.global_pool_type)
-    for extra in feats[2:]:
-      x = x + extra
+    x = combine_inputs(feats, self.input_levels, self.op, self.global_pool_type)
     x = self.norm(self.conv(ops.relu(x)), training=training)
     if self.dropblock is not None:
       x = self.dropblock(x, training=training)

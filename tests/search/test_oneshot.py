@@ -1,0 +1,209 @@
+"""One-shot search: the supernet shares real weights, trains, scores paths repeatably."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nasfpn_tf.architecture_spec import parse_spec
+from nasfpn_tf.configs.loading import load_config
+from nasfpn_tf.modeling.decoders.nasfpn import NasFpn
+from nasfpn_tf.modeling.decoders.nasfpn_supernet import NasFpnSupernet, slot_name
+from nasfpn_tf.search.search_space import SearchSpace
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(REPO, "configs", "search_shapes_oneshot.yaml")
+SAMPLED = "P3:sum:3,1 P6:gp:4,5 P7:sum:3,6:out P5:sum:6,0:out P3:sum:7,4:out P6:gp:0,1:out P4:gp:6,4:out"
+
+
+def tiny_overrides(data_dir, steps=6, trials=8, rescore=0):
+  """The shipped one-shot config shrunk to seconds: 128 px, 16 filters, 8-image batches."""
+  parts = [
+      "task.model.input_size=[128,128]", "task.model.backbone.width_multiplier=0.25",
+      "task.model.decoder.filters=16", "task.model.head.filters=16",
+      "task.model.detection.pre_nms_top_k=200",
+      "trainer.train_steps=4", "trainer.validation_interval=2", "trainer.checkpoint_interval=2",
+      "trainer.backup_interval=2", "trainer.learning_rate.warmup_steps=1",
+      f"search.max_trials={trials}", "search.batch_size=4", "search.ray_num_cpus=2",
+      f"search.oneshot.supernet_steps={steps}", "search.oneshot.calibration_batches=2",
+      f"search.oneshot.rescore_top_k={rescore}"]
+  for split, n in (("train_data", 32), ("validation_data", 16)):
+    parts += [f"task.{split}.embedded_dir={data_dir}", f"task.{split}.embedded_num_images={n}",
+              f"task.{split}.embedded_image_size=128", f"task.{split}.global_batch_size=8"]
+  return ",".join(parts)
+
+
+def random_features(seed=0):
+  rng = np.random.default_rng(seed)
+  return {"P3": tf.constant(rng.normal(size=(2, 16, 16, 12)), tf.float32),
+          "P4": tf.constant(rng.normal(size=(2, 8, 8, 20)), tf.float32),
+          "P5": tf.constant(rng.normal(size=(2, 4, 4, 24)), tf.float32)}
+
+
+def randomise(layer, seed=0):
+  """Non-trivial weights everywhere, batch-norm statistics included (not 0 / 1)."""
+  rng = np.random.default_rng(seed)
+  for w in layer.weights:
+    value = rng.normal(scale=0.3, size=w.shape)
+    if "variance" in w.path:
+      value = np.abs(value) + 0.5
+    w.assign(value.astype(np.float32))
+
+
+@pytest.mark.parametrize("spec", ["nasfpn", SAMPLED])
+def test_inherited_weights_give_the_standalone_nasfpn_the_same_outputs(spec):
+  features = random_features()
+  shapes = {k: v.shape for k, v in features.items()}
+  supernet = NasFpnSupernet(num_cells=7, filters=8, num_repeats=2)
+  supernet.build(shapes)
+  randomise(supernet)
+  supernet.set_architecture(spec)
+  standalone = NasFpn(spec, filters=8, num_repeats=2)
+  standalone.build(shapes)
+  supernet.inherit_weights(standalone)
+  for training in (False, True):
+    want = standalone(features, training=training)
+    got = supernet(features, training=training)
+    for level in ("P3", "P4", "P5", "P6", "P7"):
+      np.testing.assert_allclose(got[level], want[level], rtol=1e-5, atol=1e-5)
+  # One conv + BN slot per (repeat, cell, output level).
+  assert len(supernet.slot_convs) == len(supernet.slot_norms) == 2 * 7 * 5
+
+
+def test_supernet_config_round_trip_keeps_the_selected_path():
+  supernet = NasFpnSupernet(num_cells=7, filters=8, num_repeats=1, architecture=SAMPLED)
+  config = supernet.get_config()
+  again = NasFpnSupernet.from_config(config)
+  assert again.architecture == parse_spec(SAMPLED)
+  assert {k: v for k, v in again.get_config().items() if k != "name"} == \
+      {k: v for k, v in config.items() if k != "name"}
+
+
+def test_inherit_refuses_a_nasfpn_of_another_spec():
+  features = random_features()
+  supernet = NasFpnSupernet(num_cells=7, filters=8, num_repeats=1, architecture=SAMPLED)
+  supernet.build({k: v.shape for k, v in features.items()})
+  other = NasFpn("nasfpn", filters=8, num_repeats=1)
+  other.build({k: v.shape for k, v in features.items()})
+  with pytest.raises(ValueError, match="spec"):
+    supernet.inherit_weights(other)
+
+
+@pytest.fixture(scope="module")
+def trained_supernet(tmp_path_factory):
+  from nasfpn_tf.search.oneshot import supernet_config, train_supernet
+  root = tmp_path_factory.mktemp("oneshot")
+  config = load_config(CONFIG, tiny_overrides(root / "shapes", steps=12))
+  model = train_supernet(config, str(root / "supernet"), verbose=0)
+  return config, model, root
+
+
+def test_supernet_trains_a_different_path_every_step_and_resumably(trained_supernet):
+  config, model, root = trained_supernet
+  assert type(model).__name__ == "SupernetModel"
+  assert int(model.optimizer.iterations.numpy()) == 12
+  paths = {model.sample_path(step).to_string() for step in range(12)}
+  assert len(paths) == 12
+  # The path of a step depends only on (seed, step): a resumed run trains the same paths.
+  assert model.sample_path(5) == model.sample_path(5)
+  # Every path of the search space uses only slots that exist.
+  space = SearchSpace()
+  spec = space.actions_to_spec(space.sample_uniform(np.random.default_rng(3)))
+  assert len(model.decoder.path_norms(spec)) == 7
+  assert os.path.exists(root / "supernet" / "model.keras")
+
+
+@pytest.mark.slow
+def test_supernet_loss_falls_on_one_repeated_batch(tmp_path):
+  from nasfpn_tf.search.oneshot import supernet_config
+  from nasfpn_tf.trainer import train
+  overrides = tiny_overrides(tmp_path / "shapes", steps=60) + (
+      ",task.train_data.embedded_num_images=8,trainer.learning_rate.base_lr=0.64")
+  config = supernet_config(load_config(CONFIG, overrides))
+  result = train(config, str(tmp_path / "supernet"), verbose=0)
+  loss = result.history["loss"]   # one value per 2-step epoch, each on a different path
+  assert np.mean(loss[-5:]) < 0.7 * np.mean(loss[:5]), loss
+
+
+def test_scoring_a_path_twice_gives_the_same_ap(trained_supernet):
+  from nasfpn_tf.search.oneshot import make_oneshot_reward
+  config, model, _ = trained_supernet
+  reward = make_oneshot_reward(config, model)
+  spec = parse_spec("nasfpn")
+  first = reward.evaluate(spec)
+  reward.evaluate(parse_spec(SAMPLED))   # another path in between changes the BN slots
+  second = reward.evaluate(spec)
+  assert first == second
+  assert 0.0 <= first["AP"] <= 1.0 and set(first) >= {"AP", "AP50"}
+  assert reward(spec) == first["AP"] and spec.to_string() in reward.cache
+
+
+def test_recalibration_sets_the_paths_statistics_to_the_batch_mean(trained_supernet):
+  from nasfpn_tf.search.oneshot import make_oneshot_reward
+  config, model, _ = trained_supernet
+  reward = make_oneshot_reward(config, model)
+  spec = parse_spec(SAMPLED)
+  reward.recalibrate(spec)
+  # Expected: the mean over calibration batches of the first cell's pre-BN batch means.
+  decoder = model.decoder
+  cell = spec.cells[0]
+  name = slot_name(0, 0, cell.level)
+  from nasfpn_tf.modeling.layers.resample import resample_to_level
+  means = []
+  for feats in reward._calibration:
+    levels = spec.pool_levels()
+    x = [resample_to_level(feats[i], levels[i], cell.level) for i in cell.inputs]
+    from nasfpn_tf.modeling.layers.merging_cell import combine_inputs
+    merged = combine_inputs(x, [levels[i] for i in cell.inputs], cell.op)
+    pre_bn = decoder.slot_convs[name](keras.ops.relu(merged))
+    means.append(np.mean(np.asarray(pre_bn), axis=(0, 1, 2)))
+  np.testing.assert_allclose(decoder.slot_norms[name].moving_mean, np.mean(means, 0),
+                             rtol=1e-4, atol=1e-5)
+  assert decoder.slot_norms[name].momentum == config.task.model.norm.momentum
+
+
+def _run_search(model_dir, overrides):
+  return subprocess.Popen(
+      [sys.executable, os.path.join(REPO, "run.py"), "--mode=search", f"--config_file={CONFIG}",
+       f"--model_dir={model_dir}", f"--params_override={overrides}"],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_oneshot_search_survives_kill_9_and_finishes_with_asha_rescoring(tmp_path):
+  overrides = tiny_overrides(tmp_path / "shapes", steps=6, trials=40, rescore=2)
+  search_dir = tmp_path / "run" / "search"
+  journal = search_dir / "trials.jsonl"
+  proc = _run_search(tmp_path / "run", overrides)
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    if journal.exists() and len(journal.read_text().splitlines()) >= 5:
+      break
+    time.sleep(0.5)
+  assert proc.poll() is None, proc.stdout.read()[-3000:]
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  supernet_file = search_dir / "supernet" / "model.keras"
+  mtime = supernet_file.stat().st_mtime
+  before = len(journal.read_text().splitlines())
+  proc = _run_search(tmp_path / "run", overrides)
+  out, _ = proc.communicate(timeout=900)
+  assert proc.returncode == 0, out[-3000:]
+  assert supernet_file.stat().st_mtime == mtime   # not trained again
+  records = [json.loads(l) for l in journal.read_text().splitlines()]
+  assert len(records) == 40 and before >= 5
+  assert len({r["proposal"] for r in records}) == 40   # none lost, none repeated
+  summary = json.loads((search_dir / "summary.json").read_text())
+  rows = summary["stages"]["rescore"]["rows"]
+  assert len(rows) == 2 and all(r["evaluations"] >= 1 for r in rows)
+  best = parse_spec(str(search_dir / "best_1.yaml"))
+  assert best.to_string() == rows[0]["spec"]
+  assert "winner:" in out
+  assert not list(search_dir.rglob("*.tmp-*"))
