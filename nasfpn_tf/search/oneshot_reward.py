@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from nasfpn_tf.architecture_spec import ArchitectureSpec
 from nasfpn_tf.evaluation.coco_evaluator import coco_metrics, detections_to_coco
@@ -53,10 +54,17 @@ class OneShotReward:
     self._eval = [(self._inputs(x), np.asarray(ids), np.asarray(infos))
                   for x, ids, infos in eval_batches]
     self._head_norms = _batch_norms(model.head)
+    # One trace for every path: the path is variables in the supernet.
+    self._score_fn = tf.function(self._detect)
     self.cache: dict[str, float] = {}
 
   def _inputs(self, images) -> list:
     return self.decoder.input_features(self.model.backbone_features(images, False), False)
+
+  def _detect(self, feats: list) -> dict:
+    out = self.model.head_outputs(self.decoder.run_cells(feats, training=False), training=False)
+    return self.model.detection_generator(out["cls_outputs"], out["box_outputs"],
+                                          self.model.anchors)
 
   def recalibrate(self, spec: ArchitectureSpec) -> None:
     """Batch-norm statistics of `spec`'s path and of the head from the calibration batches."""
@@ -71,8 +79,8 @@ class OneShotReward:
         # momentum i / (i + 1): after batch i the statistics are the mean of batches 0..i.
         for n in norms:
           n.momentum = i / (i + 1.0)
-        pyramid = self.decoder.run_cells(feats, training=True)
-        self.model.head_outputs(pyramid, training=True, compiled=False)
+        # Eager: the momentum is read at call time (a trace would freeze it).
+        self.model.head_outputs(self.decoder.run_cells(feats, training=True), training=True)
     finally:
       for n, m in zip(norms, saved):
         n.momentum = m
@@ -80,11 +88,9 @@ class OneShotReward:
   def evaluate(self, spec: ArchitectureSpec) -> dict[str, float]:
     """Recalibrates `spec`'s path and returns its COCO metrics on the held-out batches."""
     self.recalibrate(spec)
-    model = self.model
     results, seen = [], []
     for feats, ids, infos in self._eval:
-      out = model.head_outputs(self.decoder.run_cells(feats, training=False), training=False)
-      det = model.detection_generator(out["cls_outputs"], out["box_outputs"], model.anchors)
+      det = self._score_fn(feats)
       results += detections_to_coco({k: np.asarray(v) for k, v in det.items()}, ids, infos)
       seen += [int(i) for i in ids]
     return coco_metrics(self.coco_gt, results, seen)
