@@ -385,7 +385,7 @@ def _train_input(run: _Run):
   data, model_config = run.config.task.train_data, run.config.task.model
   local_ds, info = build_dataset(data, model_config)
   check_num_classes(info, model_config.num_classes, "train_data")
-  report = inspect_training_data(local_ds, model_config)
+  report = inspect_training_data(local_ds, model_config, total_images=info.num_images)
   if run.verbose:
     print(f"Training data: {report.summary()}")
   if not distribute.uses_per_worker_datasets(run.strategy):
