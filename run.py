@@ -61,21 +61,49 @@ def _load_config():
   return load_config(FLAGS.config_file, overrides)
 
 
+def _config_of_model_dir(config):
+  """MODEL_DIR/config.yaml (with --params_override) when --model_dir is given, holds one, and
+  --config_file is not given: describe and draw then show the model that run trained."""
+  saved = os.path.join(FLAGS.model_dir, "config.yaml")
+  if (FLAGS["config_file"].present or not FLAGS["model_dir"].present
+      or not os.path.isfile(saved)):
+    return config
+  from nasfpn_tf.configs.experiment import ConfigError
+  from nasfpn_tf.configs.loading import load_config
+  try:
+    config = load_config(saved, list(FLAGS.params_override))
+  except ConfigError as e:
+    sys.exit(f"config error: {saved}: {e}")
+  print(f"(the model of {saved})")
+  return config
+
+
 def _describe(config) -> None:
-  from nasfpn_tf.modeling.complexity import describe_model
-  print(json.dumps(describe_model(config.task.model)))
+  """A table for people, then the same numbers as one JSON line for scripts (the last line)."""
+  from nasfpn_tf.modeling.complexity import describe_model, format_description
+  config = _config_of_model_dir(config)
+  description = describe_model(config.task.model)
+  print(format_description(description))
+  print(json.dumps(description))
 
 
 def _draw(config) -> None:
+  """MODEL_DIR/architecture.png (or --output): the decoder's cells, titled with its spec."""
   from nasfpn_tf.architecture_spec import parse_spec
+  from nasfpn_tf.modeling.complexity import decoder_summary
   from nasfpn_tf.visualize import draw_architecture
-  m = config.task.model
+  m = _config_of_model_dir(config).task.model
   spec = parse_spec(m.decoder.spec if m.decoder.type == "nasfpn" else "fpn",
                     m.min_level, m.max_level)
+  title = decoder_summary(m)
+  if m.decoder.type == "fpn":
+    title += " (the FPN decoder drawn as merging cells)"
+  elif m.decoder.num_repeats > 1:
+    title += " (one repeat drawn)"
   path = FLAGS.output or os.path.join(FLAGS.model_dir, "architecture.png")
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  draw_architecture(spec, path)
-  print(path)
+  draw_architecture(spec, path, title=title)
+  print(f"{title}: {path}")
 
 
 def _export(config, model=None) -> None:

@@ -274,3 +274,29 @@ def parse_spec(value: SpecLike, min_level: int = 3, max_level: int = 7) -> Archi
     raise SpecError(f"'{text}' is not a known spec name ({sorted(named_specs.NAMED_SPECS)}), "
                     "a compact spec string or a .yaml/.json file")
   return from_records(value, min_level, max_level)
+
+
+def spec_label(value: SpecLike, min_level: int = 3, max_level: int = 7) -> str:
+  """A short human name for a spec, for titles and reports: the shipped name ("nasfpn",
+  "fpn", "panet"), the file name of a spec file, or "custom" (with the shipped name it
+  equals, if any: a compact string of the published cell is still the published cell).
+
+  Raises SpecError as `parse_spec` does.
+  """
+  from nasfpn_tf import named_specs  # local: named_specs imports this module
+
+  if isinstance(value, str):
+    text = value.strip()
+    if text in named_specs.NAMED_SPECS:
+      return text
+    if text.endswith((".yaml", ".yml", ".json")):
+      return text.replace("\\", "/").rsplit("/", 1)[-1]
+  cells = parse_spec(value, min_level, max_level).cells
+  for name, records in named_specs.NAMED_SPECS.items():
+    try:
+      shipped = from_records(records, min_level, max_level).cells
+    except SpecError:  # shipped specs are written for P3-P7; other level ranges differ
+      continue
+    if shipped == cells:
+      return f"custom (= {name})"
+  return "custom"

@@ -215,26 +215,52 @@ class StepBackup(_EveryNSteps):
 
 
 class StepSummaries(_EveryNSteps):
-  """TensorBoard scalars against the optimizer step (Keras' TensorBoard counts batches from 0
-  in every `fit` call, which would restart the curves after a resume)."""
+  """TensorBoard scalars, all against the optimizer step, so that every curve shares one x axis.
+
+  `logs/train`: the training logs (loss, cls_loss, ... as Keras averages them over the epoch
+  so far) and the learning rate, every `interval` steps and at each epoch end.
+  `logs/validation`: the COCO metrics the evaluation adds to the epoch-end logs (`val_AP`
+  is written as `AP`), at the step they were measured.
+
+  Why not `keras.callbacks.TensorBoard`: it writes epoch summaries against the epoch number
+  (0, 1, 2) and batch summaries against a batch counter that restarts in every `fit` call
+  (after a resume, say), so its curves and these would not line up.
+  """
 
   def __init__(self, log_dir: str, interval: int = SUMMARY_INTERVAL):
     super().__init__()
     self.log_dir, self.interval = log_dir, interval
-    self._writer = None
+    self._train_writer = self._validation_writer = None
+    self._last_written = -1
 
   def on_train_begin(self, logs=None):
-    self._writer = self._writer or tf.summary.create_file_writer(self.log_dir)
+    if self._train_writer is None:
+      self._train_writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
+      self._validation_writer = tf.summary.create_file_writer(
+          os.path.join(self.log_dir, "validation"))
     super().on_train_begin(logs)
 
   def _on_interval(self, step: int, logs=None) -> None:
-    with self._writer.as_default(step=step):
-      for name, value in (logs or {}).items():
+    train = {k: v for k, v in (logs or {}).items() if not k.startswith("val_")}
+    with self._train_writer.as_default(step=step):
+      for name, value in train.items():
         tf.summary.scalar(name, float(value))
       tf.summary.scalar("learning_rate", float(self.model.optimizer.learning_rate))
+    self._last_written = step
+
+  def on_epoch_end(self, epoch, logs=None):
+    step = _step(self.model)
+    if step != self._last_written:  # the epoch's final averages, unless just written
+      self._on_interval(step, logs)
+    validation = {k[len("val_"):]: v for k, v in (logs or {}).items() if k.startswith("val_")}
+    if validation:
+      with self._validation_writer.as_default(step=step):
+        for name, value in validation.items():
+          tf.summary.scalar(name, float(value))
 
   def on_train_end(self, logs=None):
-    self._writer.flush()
+    self._train_writer.flush()
+    self._validation_writer.flush()
 
 
 class GuardedCocoEval(coco_evaluator.CocoEvalCallback):
@@ -385,7 +411,7 @@ def _train_input(run: _Run):
   data, model_config = run.config.task.train_data, run.config.task.model
   local_ds, info = build_dataset(data, model_config)
   check_num_classes(info, model_config.num_classes, "train_data")
-  report = inspect_training_data(local_ds, model_config)
+  report = inspect_training_data(local_ds, model_config, total_images=info.num_images)
   if run.verbose:
     print(f"Training data: {report.summary()}")
   if not distribute.uses_per_worker_datasets(run.strategy):
@@ -426,10 +452,8 @@ def _callbacks(run: _Run, guard: NonFiniteLossGuard, backup: StepBackup,
     cbs.append(GuardedCocoEval(*eval_input, run.model_dir, max_steps=t.validation_steps,
                                guard=guard))
   if run.chief:
-    log_dir = os.path.join(run.model_dir, "logs")
-    cbs.append(StepSummaries(os.path.join(log_dir, "steps")))
     # Last, so that its epoch summaries include the AP the evaluation adds to the logs.
-    cbs.append(keras.callbacks.TensorBoard(log_dir, update_freq="epoch"))
+    cbs.append(StepSummaries(os.path.join(run.model_dir, "logs")))
   # The caller's (e.g. a search reporting each evaluation) see the AP in the epoch logs.
   return cbs + list(extra)
 

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
@@ -117,13 +118,14 @@ def draw_architecture(spec: ArchitectureSpec | str, path: str,
 def draw_detections(image: np.ndarray, detections: Mapping[str, np.ndarray], path: str,
                     category_names: Optional[Mapping[int, str]] = None,
                     min_score: float = 0.3,
-                    ground_truth: Optional[Sequence[Sequence[float]]] = None) -> str:
-  """Draws one image's detections (ymin, xmin, ymax, xmax pixels) above `min_score`;
-  optional ground-truth boxes in dashed white. Returns `path`."""
-  fig, ax = plt.subplots(figsize=(5, 5 * image.shape[0] / image.shape[1]))
-  _draw_on_axes(ax, image, detections, category_names, min_score, ground_truth)
-  save_figure_atomic(fig, path)
-  return path
+                    ground_truth: Optional[Sequence[Sequence[float]]] = None,
+                    title: Optional[str] = None) -> str:
+  """Draws one image's detections (ymin, xmin, ymax, xmax pixels) scoring at least
+  `min_score`, optional ground-truth boxes dashed, and a legend saying which is which.
+  Returns `path`."""
+  return draw_detection_grid([image], [detections], path, category_names, min_score,
+                             None if ground_truth is None else [ground_truth],
+                             titles=None if title is None else [title])
 
 
 def draw_detection_grid(images: Sequence[np.ndarray],
@@ -131,44 +133,122 @@ def draw_detection_grid(images: Sequence[np.ndarray],
                         category_names: Optional[Mapping[int, str]] = None,
                         min_score: float = 0.3,
                         ground_truths: Optional[Sequence[Sequence[Sequence[float]]]] = None,
-                        columns: int = 3) -> str:
-  """Several images with their detections in one PNG (one panel each, as `draw_detections`)."""
+                        columns: int = 3, titles: Optional[Sequence[str]] = None) -> str:
+  """Several images with their detections in one PNG, one panel each.
+
+  Predictions scoring at least `min_score` are solid boxes coloured by class, labelled
+  "class score" inside their top-left corner (moved down where it would cover another
+  label); ground-truth boxes are dashed white with a dark edge. A legend under the panels
+  names both, the score threshold and the class colours.
+
+  Args:
+    images: uint8 [H, W, 3] images.
+    detections: per image, `detection_boxes` (ymin, xmin, ymax, xmax pixels),
+      `detection_scores`, `detection_classes`, `num_detections`.
+    path: the PNG to write (atomically).
+    category_names: class id -> name for the labels (default: the id).
+    min_score: predictions below this score are not drawn.
+    ground_truths: per image, its true boxes (ymin, xmin, ymax, xmax pixels).
+    columns: panels per row.
+    titles: per image, a panel title (such as its image id).
+
+  Returns:
+    `path`.
+  """
   if len(images) != len(detections) or not images:
     raise ValueError(f"need as many detections as images (>= 1), got {len(detections)} "
                      f"for {len(images)}")
+  if titles is not None and len(titles) != len(images):
+    raise ValueError(f"need as many titles as images, got {len(titles)} for {len(images)}")
   columns = min(columns, len(images))
   rows = -(-len(images) // columns)
-  fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
+  legend_height = 0.8  # inches under the panels for the legend and its title
+  # Panels 4 inches wide, and a little taller for their titles.
+  fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4.35 * rows + legend_height),
+                           squeeze=False)
   for i, ax in enumerate(axes.flat):
     if i < len(images):
-      truth = ground_truths[i] if ground_truths is not None else None
-      _draw_on_axes(ax, images[i], detections[i], category_names, min_score, truth)
+      _show_image(ax, images[i])
+      if titles is not None:
+        ax.set_title(titles[i], fontsize=9)
     else:
       ax.axis("off")
-  fig.tight_layout()
+  # Lay out first: label collisions are resolved in screen space, which layout changes.
+  fig.tight_layout(rect=(0, legend_height / fig.get_figheight(), 1, 1), h_pad=1.5)
+  classes_drawn: set[int] = set()
+  for i, ax in enumerate(axes.flat[:len(images)]):
+    truth = ground_truths[i] if ground_truths is not None else None
+    classes_drawn |= _draw_boxes(ax, detections[i], category_names, min_score, truth)
+  handles = []
+  if ground_truths is not None:
+    handles.append(Line2D([], [], color="white", linestyle="--", lw=1.5,
+                          path_effects=_GT_OUTLINE, label="ground truth"))
+  handles += [Line2D([], [], color=_class_color(c), lw=2,
+                     label=f"predicted {_class_name(c, category_names)}")
+              for c in sorted(classes_drawn)]
+  fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6) or 1,
+             frameon=False, fontsize=9,
+             title=f"predictions with score >= {min_score:.2f}, labelled class and score",
+             title_fontsize=9)
   save_figure_atomic(fig, path)
   return path
 
 
-def _draw_on_axes(ax, image: np.ndarray, detections: Mapping[str, np.ndarray],
-                  category_names: Optional[Mapping[int, str]], min_score: float,
-                  ground_truth: Optional[Sequence[Sequence[float]]]) -> None:
+# A thin dark edge keeps the white dashed truth boxes visible on light backgrounds.
+_GT_OUTLINE = [patheffects.withStroke(linewidth=2.5, foreground="#202020")]
+
+
+def _class_color(cls: int):
+  return plt.get_cmap("tab10")(int(cls) % 10)
+
+
+def _class_name(cls: int, category_names: Optional[Mapping[int, str]]) -> str:
+  return (category_names or {}).get(int(cls), str(int(cls)))
+
+
+def _overlaps(box, others) -> bool:
+  return any(box.x0 < o.x1 and o.x0 < box.x1 and box.y0 < o.y1 and o.y0 < box.y1
+             for o in others)
+
+
+def _show_image(ax, image: np.ndarray) -> None:
   ax.imshow(image.astype(np.uint8))
+  ax.set_xticks([])
+  ax.set_yticks([])
+  ax.set_xlim(-0.5, image.shape[1] - 0.5)
+  ax.set_ylim(image.shape[0] - 0.5, -0.5)
+
+
+def _draw_boxes(ax, detections: Mapping[str, np.ndarray],
+                category_names: Optional[Mapping[int, str]], min_score: float,
+                ground_truth: Optional[Sequence[Sequence[float]]]) -> set[int]:
+  """Draws one panel's boxes and labels; returns the class ids of the predictions drawn."""
   for box in ground_truth if ground_truth is not None else []:
     ymin, xmin, ymax, xmax = box
     ax.add_patch(plt.Rectangle((xmin, ymin), xmax - xmin, ymax - ymin, fill=False,
-                               color="white", linestyle="--", lw=1))
+                               color="white", linestyle="--", lw=1.2, path_effects=_GT_OUTLINE))
   n = int(detections["num_detections"])
-  colors = plt.get_cmap("tab10")
-  for box, score, cls in zip(detections["detection_boxes"][:n], detections["detection_scores"][:n],
-                             detections["detection_classes"][:n]):
-    if score < min_score:
-      continue
+  keep = [(box, float(score), int(cls)) for box, score, cls in
+          zip(detections["detection_boxes"][:n], detections["detection_scores"][:n],
+              detections["detection_classes"][:n]) if score >= min_score]
+  renderer = ax.figure.canvas.get_renderer()
+  placed = []
+  # Highest score first: where labels collide, the likelier detection keeps its place.
+  for box, score, cls in sorted(keep, key=lambda d: -d[1]):
     ymin, xmin, ymax, xmax = box
-    color = colors(int(cls) % 10)
+    color = _class_color(cls)
     ax.add_patch(plt.Rectangle((xmin, ymin), xmax - xmin, ymax - ymin, fill=False, color=color,
-                               lw=2))
-    name = (category_names or {}).get(int(cls), str(int(cls)))
-    ax.text(xmin, ymin - 2, f"{name} {score:.2f}", color="white", fontsize=7,
-            bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "lw": 0})
-  ax.axis("off")
+                               lw=1.5))
+    label = ax.annotate(f"{_class_name(cls, category_names)} {score:.2f}", (xmin, ymin),
+                        xytext=(1.5, -1.5), textcoords="offset points", ha="left", va="top",
+                        color="white", fontsize=6, clip_on=True,
+                        bbox={"facecolor": color, "alpha": 0.85, "pad": 0.8, "lw": 0})
+    extent = label.get_window_extent(renderer)
+    # Step down one label height at a time until it covers no earlier label.
+    for _ in range(8):
+      if not _overlaps(extent, placed):
+        break
+      label.xyann = (label.xyann[0], label.xyann[1] - extent.height * 72 / ax.figure.dpi - 1)
+      extent = label.get_window_extent(renderer)
+    placed.append(extent)
+  return {cls for _, _, cls in keep}

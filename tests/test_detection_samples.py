@@ -41,6 +41,19 @@ def test_write_detection_samples_draws_a_png(tmp_path):
   assert width > height > 100
 
 
+def test_write_detection_samples_titles_each_panel_with_its_image(tmp_path, monkeypatch):
+  from nasfpn_tf.evaluation import detection_samples
+  config = _tiny_config(tmp_path)
+  seen = {}
+  monkeypatch.setattr(detection_samples, "draw_detection_grid",
+                      lambda images, *args, **kwargs: seen.update(kwargs, n=len(images)))
+  detection_samples.write_detection_samples(build_model(config.task.model),
+                                            config.task.validation_data,
+                                            str(tmp_path / "det.png"), num_images=2)
+  assert seen["n"] == 2
+  assert seen["titles"] == ["image id 1 (000001.jpg)", "image id 2 (000002.jpg)"]
+
+
 def test_grid_rejects_mismatched_lists(tmp_path):
   import pytest
   with pytest.raises(ValueError, match="as many detections as images"):

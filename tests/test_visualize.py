@@ -35,12 +35,34 @@ def test_draw_architecture_any_spec_and_overwrite(tmp_path):
   assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["spec.png"]
 
 
-def test_draw_detections(tmp_path):
-  image = np.zeros((64, 96, 3), np.uint8)
-  det = {"detection_boxes": np.array([[10, 10, 40, 50], [0, 0, 5, 5]], np.float32),
-         "detection_scores": np.array([0.9, 0.1]), "detection_classes": np.array([2, 1]),
-         "num_detections": 2}
-  path = draw_detections(image, det, str(tmp_path / "det.png"), {2: "circle"},
-                         ground_truth=[[12, 12, 38, 48]])
+def _rows_with(image, colour, min_pixels=8, tolerance=12):
+  """Rows holding at least `min_pixels` pixels of `colour` (RGB, within `tolerance` per channel)."""
+  near = (np.abs(image.astype(int) - colour) <= tolerance).all(axis=-1)
+  return set(np.nonzero(near.sum(axis=1) >= min_pixels)[0].tolist())
+
+
+def test_draw_detections_legend_and_labels_that_do_not_overlap(tmp_path):
+  image = np.zeros((128, 128, 3), np.uint8)
+  # Two predictions with the same top-left corner (their labels would land on each other),
+  # one under the threshold (not drawn), and one ground-truth box.
+  det = {"detection_boxes": np.array([[10, 10, 100, 110], [10, 10, 80, 60], [0, 0, 5, 5]],
+                                     np.float32),
+         "detection_scores": np.array([0.9, 0.8, 0.1]), "detection_classes": np.array([2, 3, 1]),
+         "num_detections": 3}
+  path = draw_detections(image, det, str(tmp_path / "det.png"), {2: "circle", 3: "ring"},
+                         ground_truth=[[12, 12, 98, 108]], title="image id 7")
   drawn = np.asarray(Image.open(path).convert("RGB"))
-  assert drawn.std() > 5
+  # tab10 colours of classes 2 (green), 3 (red) and 1 (orange, below the threshold).
+  green, red, orange = [44, 160, 44], [214, 39, 40], [255, 127, 14]
+  panel_bottom = max(_rows_with(drawn, [0, 0, 0], min_pixels=100))
+  # Label backgrounds: the class colour at alpha 0.85 over the black image.
+  green_labels = _rows_with(drawn[:panel_bottom], np.multiply(green, 0.85).round())
+  red_labels = _rows_with(drawn[:panel_bottom], np.multiply(red, 0.85).round())
+  assert green_labels and red_labels
+  assert not green_labels & red_labels, "the two labels overlap"
+  assert not _rows_with(drawn, orange, min_pixels=3), "a box under min_score was drawn"
+  # The legend under the panel: a line in each predicted class colour, nothing for class 1.
+  legend = drawn[panel_bottom + 1:]
+  assert _rows_with(legend, green, min_pixels=10) and _rows_with(legend, red, min_pixels=10)
+  # ... and dark text (the threshold and the "ground truth" entry).
+  assert (legend.sum(axis=-1) < 150).sum() > 300

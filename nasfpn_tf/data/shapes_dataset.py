@@ -296,7 +296,7 @@ def _generation_params(split: str, num_images: int, image_size: int, seed: int) 
 
 
 def generate_shapes_dataset(root: str, split: str, num_images: int, image_size: int = 256,
-                            seed: int = 0) -> tuple[str, str]:
+                            seed: int = 0, progress: bool = True) -> tuple[str, str]:
   """Generates (or regenerates) one split of the shapes dataset in COCO format.
 
   Images are written first and the annotation json last (temp name + os.replace), so a
@@ -309,6 +309,7 @@ def generate_shapes_dataset(root: str, split: str, num_images: int, image_size: 
     num_images: number of images, >= 1.
     image_size: side of the square images in pixels (objects scale with it).
     seed: dataset seed; the same (seed, split, image_size) always gives identical files.
+    progress: print where the images go and a progress bar (1,500 images take minutes).
 
   Returns:
     (annotation_file, image_dir).
@@ -319,6 +320,12 @@ def generate_shapes_dataset(root: str, split: str, num_images: int, image_size: 
   os.makedirs(os.path.dirname(annotation_file), exist_ok=True)
   os.makedirs(image_dir, exist_ok=True)
   images, annotations = [], []
+  bar = None
+  if progress:
+    import keras  # local: the rest of this module needs only numpy and PIL
+    print(f"Generating the shapes dataset, once: {num_images:,} {split} images of "
+          f"{image_size} px into {image_dir}", flush=True)
+    bar = keras.utils.Progbar(num_images, unit_name="image")
   for index in range(num_images):
     pixels, objects = render_image(seed, split, index, image_size)
     image_id = index + 1
@@ -329,6 +336,8 @@ def generate_shapes_dataset(root: str, split: str, num_images: int, image_size: 
                    "width": image_size})
     for obj in objects:
       annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0, **obj})
+    if bar is not None:
+      bar.update(index + 1)
   coco = {
       "info": _generation_params(split, num_images, image_size, seed),
       "images": images,
@@ -342,6 +351,8 @@ def generate_shapes_dataset(root: str, split: str, num_images: int, image_size: 
       json.dump(coco, f)
 
   _write_atomically(annotation_file, write_json, ".json")
+  if progress:
+    print(f"Wrote {annotation_file}", flush=True)
   logging.info("Wrote %d %s images (%d objects) of the shapes dataset to %s", num_images, split,
                len(annotations), image_dir)
   return annotation_file, image_dir
@@ -361,7 +372,7 @@ def _is_complete(annotation_file: str, image_dir: str, params: dict) -> bool:
 
 
 def ensure_shapes_dataset(root: str, split: str, num_images: int, image_size: int = 256,
-                          seed: int = 0) -> tuple[str, str]:
+                          seed: int = 0, progress: bool = True) -> tuple[str, str]:
   """Returns the paths of the shapes dataset, generating it only if missing or different.
 
   Args:
@@ -370,6 +381,7 @@ def ensure_shapes_dataset(root: str, split: str, num_images: int, image_size: in
     num_images: number of images.
     image_size: side of the square images in pixels.
     seed: dataset seed.
+    progress: when generating, print where and a progress bar.
 
   Returns:
     (annotation_file, image_dir).
@@ -380,4 +392,4 @@ def ensure_shapes_dataset(root: str, split: str, num_images: int, image_size: in
     return annotation_file, image_dir
   logging.info("Shapes dataset %s missing, incomplete or of another size: generating it",
                annotation_file)
-  return generate_shapes_dataset(root, split, num_images, image_size, seed)
+  return generate_shapes_dataset(root, split, num_images, image_size, seed, progress)

@@ -7,6 +7,8 @@ after training.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from PIL import Image
 
@@ -43,11 +45,13 @@ def write_detection_samples(model, data: DataConfig, path: str, num_images: int 
     raise ValueError(f"data.source '{data.source}' has no json + image folder to draw from")
   records, info = load_coco_index(annotation_file, image_dir)
   module = DetectionModule(model)
-  images, detections, truths = [], [], []
+  images, detections, truths, titles = [], [], [], []
   for record in records[:num_images]:
     with Image.open(record.path) as f:
       image = np.asarray(f.convert("RGB"))
     images.append(image)
     detections.append(predict_image(module, image))
     truths.append(record.boxes)
-  return draw_detection_grid(images, detections, path, info.category_names, min_score, truths)
+    titles.append(f"image id {record.image_id} ({os.path.basename(record.path)})")
+  return draw_detection_grid(images, detections, path, info.category_names, min_score, truths,
+                             titles=titles)

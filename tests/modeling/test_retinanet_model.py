@@ -66,14 +66,30 @@ def test_loss_falls_on_a_fixed_batch():
   assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_describe_prints_counts_and_macs():
+def test_describe_prints_a_table_then_the_json():
   cmd = [sys.executable, os.path.join(ROOT, "run.py"), "--mode=describe",
          f"--params_override={SMALL}"]
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  # TensorFlow's profiler warned that it calls a deprecated function of its own.
+  assert "deprecated" not in proc.stderr, proc.stderr[-2000:]
+  lines = proc.stdout.strip().splitlines()
+  out = json.loads(lines[-1])  # the last line stays one JSON object, for scripts
   for key in ("params_total", "params_backbone", "params_decoder", "params_head", "macs"):
     assert out[key] > 0
   assert out["params_total"] == out["params_backbone"] + out["params_decoder"] + out["params_head"]
   # The head alone at 128x128: 1 conv (16->16, 3x3) per branch on 16x16 + ... > 1e5 MACs.
   assert out["macs"] > 1e6
+  assert (out["decoder_spec"], out["num_repeats"], out["filters"]) == ("nasfpn", 2, 16)
+  # The table above it: the same numbers, per part, with and without BN statistics.
+  assert "decoder:  NAS-FPN, spec nasfpn, 2 repeats x 16 filters, P3-P7" in lines
+  assert "backbone: ResNet-10 x0.25 width" in lines
+  assert "input:    128 x 128" in lines
+  header = lines.index(next(line for line in lines if line.startswith("part")))
+  assert lines[header].split() == ["part", "parameters", "with", "BN", "statistics"]
+  for part in ("backbone", "decoder", "head", "total"):
+    row = next(line.split() for line in lines[header:] if line.startswith(part))
+    assert row[1:] == [f"{out[f'params_{part}']:,}", f"{out[f'params_{part}_all']:,}"], row
+  macs_line = next(line for line in lines if line.startswith("multiply-adds:"))
+  assert abs(float(macs_line.split()[1]) - out["macs"] / 1e9) < 0.01 * out["macs"] / 1e9
+  assert macs_line.split()[2] == "G"
