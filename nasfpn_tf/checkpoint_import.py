@@ -333,3 +333,54 @@ def load_checkpoint(model, prefix: str, source: Optional[str] = None,
   used = {key for _, key in pairs}
   unused = sorted(k for k in shapes if k not in used and k != "_CHECKPOINTABLE_OBJECT_GRAPH")
   return ImportReport(source, modules, len(pairs), left, unused)
+
+
+_KERAS_FILES = (".keras", ".h5")
+# A key every tensorflow/tpu checkpoint of each part holds some variable under.
+_TPU_ROOTS = {"backbone": "resnet", "decoder": "fpn_cells/", "head": "retinanet/"}
+
+
+def preflight(path: str, modules: str = "all") -> None:
+  """Cheap checks before a run writes anything: the file or checkpoint is readable and
+  holds every part `modules` selects. Shapes are checked when the model exists
+  (`load_checkpoint`)."""
+  if path.endswith(_KERAS_FILES):
+    if not tf.io.gfile.exists(path):
+      raise CheckpointImportError(f"{path}: no such file")
+    return
+  try:
+    keys = set(tf.train.load_checkpoint(path).get_variable_to_shape_map())
+  except (tf.errors.OpError, ValueError) as e:
+    raise CheckpointImportError(
+        f"{path}: not a readable TensorFlow checkpoint ({str(e).splitlines()[0]})") from None
+  source = detect_source(keys)
+  for part in MODULES.get(modules, ()):
+    found = (_modelgarden_root(part, keys) is not None if source == "modelgarden"
+             else any(k.startswith(_TPU_ROOTS[part]) for k in keys))
+    if not found:
+      raise CheckpointImportError(
+          f"{path}: this {source} checkpoint holds no {part}, but init_checkpoint_modules="
+          f"{modules} asks for it (a backbone-only checkpoint needs modules=backbone)")
+
+
+def initialize(model, path: str, modules: str = "all", verbose: int = 1) -> Optional[ImportReport]:
+  """Starts `model` from `task.init_checkpoint`.
+
+  Args:
+    model: the built model.
+    path: a `.keras` / `.weights.h5` file of this model (loaded whole), or a Model Garden /
+      tensorflow/tpu checkpoint prefix.
+    modules: `task.init_checkpoint_modules` (TensorFlow checkpoints only).
+    verbose: print the import summary.
+
+  Returns:
+    The `ImportReport` of a TensorFlow checkpoint, None for a Keras file.
+  """
+  preflight(path, modules)
+  if path.endswith(_KERAS_FILES):
+    model.load_weights(path)
+    return None
+  report = load_checkpoint(model, path, modules=modules)
+  if verbose:
+    print(f"init_checkpoint {path}: {report.summary()}")
+  return report
