@@ -493,7 +493,7 @@ def train(config: ExperimentConfig, model_dir: str, verbose: int = 1) -> TrainRe
   _preflight_init_checkpoint(config)
   run = _setup(config, model_dir, verbose)
   model = build_compiled_model(config, run.strategy)
-  _init_from_checkpoint(model, config, verbose)
+  _init_from_checkpoint(model, config, run.verbose)
   result = _fit(run, model)
   _finish(run, result)
   return result
@@ -517,7 +517,7 @@ def train_and_evaluate(config: ExperimentConfig, model_dir: str,
   if mode == "eval":
     model.load_weights(os.path.join(model_dir, CHECKPOINT_FILE))
     return _evaluate(model, eval_input, model_dir, config) if run.chief else {}
-  _init_from_checkpoint(model, config, verbose)
+  _init_from_checkpoint(model, config, run.verbose)
   result = _fit(run, model, eval_input)
   _finish(run, result)
   if eval_input is None:
