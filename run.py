@@ -11,6 +11,8 @@ AP on the held-out split, prints the table and exports a SavedModel.
   python run.py --mode=draw --config_file=...            # PNG of the decoder architecture
   python run.py --mode=search --config_file=configs/search_shapes_proxy.yaml
   python run.py --mode=export --model_dir=DIR --export_format=saved_model --export_dir=OUT
+  python run.py --mode=import_checkpoint --checkpoint=PREFIX --source=modelgarden \
+      --config_file=... --output=FILE.weights.h5   # a Model Garden / tensorflow/tpu checkpoint
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(_HERE, "configs", "shapes_nasfpn.yaml")
 
 MODES = ("train", "eval", "train_and_eval", "describe", "draw", "search", "export",
-         "make_tfrecords")
+         "make_tfrecords", "import_checkpoint")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config_file", DEFAULT_CONFIG, "YAML experiment file.")
@@ -43,7 +45,12 @@ flags.DEFINE_string("ray_address", None, "Join this Ray cluster for --mode=searc
                     "(default: start a local one).")
 flags.DEFINE_enum("export_format", "saved_model", ["saved_model", "tflite"], "For --mode=export.")
 flags.DEFINE_string("export_dir", None, "For --mode=export (default MODEL_DIR/export).")
-flags.DEFINE_string("output", None, "Output path for --mode=draw / make_tfrecords.")
+flags.DEFINE_string("output", None,
+                    "Output path for --mode=draw / make_tfrecords / import_checkpoint.")
+flags.DEFINE_string("checkpoint", None, "For --mode=import_checkpoint: TensorFlow checkpoint "
+                    "prefix (Model Garden or tensorflow/tpu).")
+flags.DEFINE_enum("source", None, ["modelgarden", "tpu"], "For --mode=import_checkpoint: "
+                  "the checkpoint's layout (default: detected).")
 flags.DEFINE_bool("export_after_training", True,
                   "After train_and_eval, also export a SavedModel to MODEL_DIR/export.")
 
@@ -163,6 +170,23 @@ def _make_tfrecords(config) -> None:
     print(tfrecord.write_tfrecords(data, os.path.join(out, name)))
 
 
+def _import_checkpoint(config) -> None:
+  """Converts a TensorFlow checkpoint once into a `.weights.h5` of the configured model
+  (`task.init_checkpoint_modules` selects the parts; the rest keeps its initial values)."""
+  from nasfpn_tf import checkpoint_import
+  from nasfpn_tf.modeling.factory import build_model
+  if not FLAGS.checkpoint or not FLAGS.output or not FLAGS.output.endswith(".weights.h5"):
+    sys.exit("import_checkpoint needs --checkpoint=PREFIX and --output=FILE.weights.h5")
+  checkpoint_import.preflight(FLAGS.checkpoint, config.task.init_checkpoint_modules)
+  model = build_model(config.task.model)
+  report = checkpoint_import.load_checkpoint(model, FLAGS.checkpoint, FLAGS.source,
+                                             config.task.init_checkpoint_modules)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+  model.save_weights(FLAGS.output)
+  print(report.summary())
+  print(FLAGS.output)
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -172,8 +196,12 @@ def main(argv) -> None:
   except ConfigError as e:
     sys.exit(f"config error: {e}")
   handlers = {"describe": _describe, "draw": _draw, "export": _export, "search": _search,
-              "make_tfrecords": _make_tfrecords}
-  handlers.get(FLAGS.mode, _train)(config)
+              "make_tfrecords": _make_tfrecords, "import_checkpoint": _import_checkpoint}
+  from nasfpn_tf.checkpoint_import import CheckpointImportError
+  try:
+    handlers.get(FLAGS.mode, _train)(config)
+  except CheckpointImportError as e:
+    sys.exit(f"checkpoint error: {e}")
 
 
 if __name__ == "__main__":

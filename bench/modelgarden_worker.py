@@ -163,8 +163,10 @@ def synthetic_head_outputs(batch: int, size: int, num_classes: int, anchors_per_
 
 # ----------------------------------------------------------------------------- Model Garden
 
-def _model_config(decoder: str, size: int, num_repeats: int, filters: int, num_classes: int):
-  """The `retinanet_resnetfpn_coco` experiment, set to the benchmarked architecture."""
+def _model_config(decoder: str, size: int, num_repeats: int, filters: int, num_classes: int,
+                  depth: int = 50):
+  """The `retinanet_resnetfpn_coco` experiment, set to the benchmarked architecture
+  (also used by tests/checkpoints/modelgarden_writer.py with smaller ones)."""
   from official.core import exp_factory  # pylint: disable=import-outside-toplevel
 
   exp = exp_factory.get_exp_config("retinanet_resnetfpn_coco")
@@ -173,7 +175,7 @@ def _model_config(decoder: str, size: int, num_repeats: int, filters: int, num_c
   model.input_size = [size, size, 3]
   model.min_level, model.max_level = 3, 7
   model.backbone.type = "resnet"
-  model.backbone.resnet.model_id = 50
+  model.backbone.resnet.model_id = depth
   model.anchor.num_scales, model.anchor.aspect_ratios = 3, [0.5, 1.0, 2.0]
   model.anchor.anchor_size = 4.0
   model.head.num_convs, model.head.num_filters = 4, filters

@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from nasfpn_tf import distribute
+from nasfpn_tf import checkpoint_import, distribute
 from nasfpn_tf.configs.experiment import ConfigError, DataConfig, ExperimentConfig
 from nasfpn_tf.configs.loading import save_yaml
 from nasfpn_tf.data.coco_reader import SourceInfo
@@ -500,15 +500,27 @@ def _finish(run: _Run, result: TrainResult) -> None:
     tf.io.gfile.rmtree(backup_dir)
 
 
+def _preflight_init_checkpoint(config: ExperimentConfig) -> None:
+  """A missing or wrong `task.init_checkpoint` fails before anything is written."""
+  if config.task.init_checkpoint:
+    checkpoint_import.preflight(config.task.init_checkpoint, config.task.init_checkpoint_modules)
+
+
+def _init_from_checkpoint(model, config: ExperimentConfig, verbose: int) -> None:
+  if config.task.init_checkpoint:
+    checkpoint_import.initialize(model, config.task.init_checkpoint,
+                                 config.task.init_checkpoint_modules, verbose)
+
+
 def train(config: ExperimentConfig, model_dir: str, verbose: int = 1) -> TrainResult:
   """Trains the experiment without COCO evaluation, resuming from a backup if there is one.
 
   Writes (chief only) config.yaml, checkpoint.weights.h5, model.keras and TensorBoard logs.
   """
+  _preflight_init_checkpoint(config)
   run = _setup(config, model_dir, verbose)
   model = build_compiled_model(config, run.strategy)
-  if config.task.init_checkpoint:
-    model.load_weights(config.task.init_checkpoint)
+  _init_from_checkpoint(model, config, run.verbose)
   result = _fit(run, model)
   _finish(run, result)
   return result
@@ -526,6 +538,8 @@ def train_and_evaluate(config: ExperimentConfig, model_dir: str,
   """
   if mode not in ("train", "eval", "train_and_eval"):
     raise ValueError(f"mode '{mode}' is not train, eval or train_and_eval")
+  if mode != "eval":
+    _preflight_init_checkpoint(config)
   run = _setup(config, model_dir, verbose)
   # Evaluation runs on the chief alone: the other workers have nothing to report.
   eval_input = _eval_input(run) if mode != "train" and run.chief else None
@@ -533,8 +547,7 @@ def train_and_evaluate(config: ExperimentConfig, model_dir: str,
   if mode == "eval":
     model.load_weights(os.path.join(model_dir, CHECKPOINT_FILE))
     return _evaluate(model, eval_input, model_dir, config) if run.chief else {}
-  if config.task.init_checkpoint:
-    model.load_weights(config.task.init_checkpoint)
+  _init_from_checkpoint(model, config, run.verbose)
   result = _fit(run, model, eval_input, callbacks)
   _finish(run, result)
   if eval_input is None:

@@ -235,8 +235,19 @@ class TaskConfig:
   train_data: DataConfig = field(default_factory=DataConfig)
   validation_data: DataConfig = field(default_factory=_validation_data)
   losses: LossConfig = field(default_factory=LossConfig)
-  # A checkpoint or `.keras`/`.weights.h5` file to start from (whole model).
+  # What to start from: a `.keras` / `.weights.h5` file of this model (loaded whole), or a
+  # TensorFlow checkpoint prefix from Model Garden or tensorflow/tpu (nasfpn_tf.checkpoint_import).
   init_checkpoint: str = ""
+  # Parts a TensorFlow checkpoint fills (Model Garden's values): backbone, backbone_decoder, all.
+  init_checkpoint_modules: str = "all"
+
+  def __post_init__(self):
+    _check_choice(self.init_checkpoint_modules, "init_checkpoint_modules",
+                  ("backbone", "backbone_decoder", "all"))
+    _check(self.init_checkpoint_modules == "all"
+           or not self.init_checkpoint.endswith((".keras", ".h5")), "init_checkpoint_modules",
+           f"'{self.init_checkpoint_modules}' needs a TensorFlow checkpoint; a Keras file "
+           "loads whole (all): convert with run.py --mode=import_checkpoint instead")
 
 
 @dataclasses.dataclass
