@@ -46,10 +46,44 @@ flags.DEFINE_string("export_dir", None, "For --mode=export (default MODEL_DIR/ex
 flags.DEFINE_string("output", None, "Output path for --mode=draw / make_tfrecords.")
 flags.DEFINE_bool("export_after_training", True,
                   "After train_and_eval, also export a SavedModel to MODEL_DIR/export.")
+flags.DEFINE_bool("verbose", False, "On an error, show the full traceback instead of the "
+                  "one-line message.")
+
+# Modes that write into MODEL_DIR and therefore hold its lock (nasfpn_tf/run_lock.py).
+LOCKED_MODES = ("train", "eval", "train_and_eval", "search")
+# Errors that are about the user's input (a key, a file, a record, a folder): reported in one
+# line, exit code 2, no traceback unless --verbose. Listed by module so that a mode never
+# imports TensorFlow only to name an error it cannot raise.
+USER_ERRORS = {
+    "nasfpn_tf.configs.experiment": "ConfigError",
+    "nasfpn_tf.architecture_spec": "SpecError",
+    "nasfpn_tf.data.coco_reader": "DataError",
+    "nasfpn_tf.run_lock": "LockError",
+    "nasfpn_tf.serving.export_lib": "ExportError",
+    "nasfpn_tf.trainer": "TrainingDivergedError",
+}
+
+
+def _config_file() -> str:
+  """--config_file, or for eval/export without it, the config the model was trained with."""
+  from nasfpn_tf.configs.experiment import ConfigError
+  if FLAGS.mode not in ("eval", "export") or FLAGS["config_file"].present:
+    return FLAGS.config_file
+  # The shapes default would describe another model and other data (label map, eval split).
+  saved = os.path.join(FLAGS.model_dir, "config.yaml")
+  if os.path.exists(saved):
+    return saved
+  if FLAGS.mode == "eval":
+    raise ConfigError("model_dir", f"{saved} does not exist: train into this folder first, "
+                      "or pass --config_file")
+  return ""
 
 
 def _load_config():
   from nasfpn_tf.configs.loading import load_config
+  config_file = _config_file()
+  if FLAGS.mode == "export" and not config_file:
+    return None  # export_lib then uses what it finds beside the model
   overrides = list(FLAGS.params_override)
   runtime = {}
   if FLAGS.strategy:
@@ -58,7 +92,11 @@ def _load_config():
     runtime["tpu"] = FLAGS.tpu
   if runtime:
     overrides.append(json.dumps({"runtime": runtime}))
-  return load_config(FLAGS.config_file, overrides)
+  config = load_config(config_file, overrides)
+  if FLAGS.mode == "search":
+    from nasfpn_tf.configs.search_config import check_matches_model
+    check_matches_model(config.search, config.task.model)
+  return config
 
 
 def _describe(config) -> None:
@@ -82,14 +120,11 @@ def _export(config, model=None) -> None:
   """Exports MODEL_DIR's trained model, or `model` when the caller has it loaded."""
   from nasfpn_tf.serving import export_lib
   export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export")
-  try:
-    if model is None:
-      path = export_lib.export_from_model_dir(FLAGS.model_dir, export_dir, FLAGS.export_format,
-                                              config=config)
-    else:
-      path = export_lib.export_model(model, export_dir, FLAGS.export_format, config)
-  except export_lib.ExportError as e:
-    sys.exit(f"export error: {e}")
+  if model is None:
+    path = export_lib.export_from_model_dir(FLAGS.model_dir, export_dir, FLAGS.export_format,
+                                            config=config)
+  else:
+    path = export_lib.export_model(model, export_dir, FLAGS.export_format, config)
   print(path)
 
 
@@ -135,17 +170,43 @@ def _make_tfrecords(config) -> None:
     print(tfrecord.write_tfrecords(data, os.path.join(out, name)))
 
 
+def _run() -> None:
+  config = _load_config()
+  handlers = {"describe": _describe, "draw": _draw, "export": _export, "search": _search,
+              "make_tfrecords": _make_tfrecords}
+  handler = handlers.get(FLAGS.mode, _train)
+  if FLAGS.mode not in LOCKED_MODES:
+    handler(config)
+    return
+  from nasfpn_tf.distribute import is_chief
+  from nasfpn_tf.run_lock import RunLock
+  if not is_chief():  # the workers of a cluster share the chief's MODEL_DIR
+    handler(config)
+    return
+  with RunLock(FLAGS.model_dir):
+    handler(config)
+
+
+def error_line(error: BaseException) -> str:
+  """`error: <what, naming the key/file/record>` on one line."""
+  if isinstance(error, OSError) and error.filename and error.strerror:
+    text = f"{error.filename}: {error.strerror}"
+  else:
+    text = str(error) or type(error).__name__
+  return "error: " + " ".join(text.split())
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from nasfpn_tf.configs.experiment import ConfigError
   try:
-    config = _load_config()
-  except ConfigError as e:
-    sys.exit(f"config error: {e}")
-  handlers = {"describe": _describe, "draw": _draw, "export": _export, "search": _search,
-              "make_tfrecords": _make_tfrecords}
-  handlers.get(FLAGS.mode, _train)(config)
+    _run()
+  except (OSError, *[getattr(sys.modules[m], name) for m, name in USER_ERRORS.items()
+                     if m in sys.modules]) as e:
+    if FLAGS.verbose:
+      raise
+    print(error_line(e), file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
