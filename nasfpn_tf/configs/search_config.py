@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import field
 from typing import Optional
 
-from nasfpn_tf.configs.experiment import ConfigError
+from nasfpn_tf.configs.experiment import ConfigError, ModelConfig
 
 ALGORITHMS = ("ppo", "random")
 ENGINES = ("inline", "ray")
@@ -156,7 +156,7 @@ class SearchConfig:
         raise ConfigError(f"baselines[{i}]", str(e)) from e
 
 
-def check_matches_model(search: SearchConfig, model) -> None:
+def check_matches_model(search: SearchConfig, model: ModelConfig) -> None:
   """Refuses a search whose pyramid levels are not the proxy model's (`task.model`).
 
   Every trial builds its child on task.model's levels, so a mismatch would fail every trial
