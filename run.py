@@ -11,10 +11,16 @@ AP on the held-out split, prints the table and exports a SavedModel.
   python run.py --mode=draw --config_file=...            # PNG of the decoder architecture
   python run.py --mode=search --config_file=configs/search_shapes_proxy.yaml
   python run.py --mode=export --model_dir=DIR --export_format=saved_model --export_dir=OUT
+
+eval and export without --config_file use MODEL_DIR/config.yaml. A bad input (config key, spec,
+annotation file, image, checkpoint, folder) ends the run with one line, `error: <culprit>:
+<what is wrong>`, and exit code 2, before anything is written into MODEL_DIR; --verbose shows
+the traceback. A second training run on a MODEL_DIR in use is refused (nasfpn_tf/run_lock.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -49,8 +55,10 @@ flags.DEFINE_bool("export_after_training", True,
 flags.DEFINE_bool("verbose", False, "On an error, show the full traceback instead of the "
                   "one-line message.")
 
-# Modes that write into MODEL_DIR and therefore hold its lock (nasfpn_tf/run_lock.py).
-LOCKED_MODES = ("train", "eval", "train_and_eval", "search")
+# Modes that train into MODEL_DIR and therefore hold its lock (nasfpn_tf/run_lock.py). Not
+# eval: it only reads the checkpoint and replaces eval_results.json, so it may run beside a
+# training run.
+LOCKED_MODES = ("train", "train_and_eval", "search")
 # Errors that are about the user's input (a key, a file, a record, a folder): reported in one
 # line, exit code 2, no traceback unless --verbose. Listed by module so that a mode never
 # imports TensorFlow only to name an error it cannot raise.
@@ -174,17 +182,14 @@ def _run() -> None:
   config = _load_config()
   handlers = {"describe": _describe, "draw": _draw, "export": _export, "search": _search,
               "make_tfrecords": _make_tfrecords}
-  handler = handlers.get(FLAGS.mode, _train)
-  if FLAGS.mode not in LOCKED_MODES:
-    handler(config)
-    return
-  from nasfpn_tf.distribute import is_chief
-  from nasfpn_tf.run_lock import RunLock
-  if not is_chief():  # the workers of a cluster share the chief's MODEL_DIR
-    handler(config)
-    return
-  with RunLock(FLAGS.model_dir):
-    handler(config)
+  lock = contextlib.nullcontext()
+  if FLAGS.mode in LOCKED_MODES:
+    from nasfpn_tf.distribute import is_chief
+    from nasfpn_tf.run_lock import RunLock
+    if is_chief():  # the workers of a cluster share the chief's MODEL_DIR
+      lock = RunLock(FLAGS.model_dir)
+  with lock:
+    handlers.get(FLAGS.mode, _train)(config)
 
 
 def error_line(error: BaseException) -> str:
