@@ -13,10 +13,16 @@ AP on the held-out split, prints the table and exports a SavedModel.
   python run.py --mode=export --model_dir=DIR --export_format=saved_model --export_dir=OUT
   python run.py --mode=import_checkpoint --checkpoint=PREFIX --source=modelgarden \
       --config_file=... --output=FILE.weights.h5   # a Model Garden / tensorflow/tpu checkpoint
+
+eval and export without --config_file use MODEL_DIR/config.yaml. A bad input (config key, spec,
+annotation file, image, checkpoint, folder) ends the run with one line, `error: <culprit>:
+<what is wrong>`, and exit code 2, before anything is written into MODEL_DIR; --verbose shows
+the traceback. A second training run on a MODEL_DIR in use is refused (nasfpn_tf/run_lock.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -53,10 +59,47 @@ flags.DEFINE_enum("source", None, ["modelgarden", "tpu"], "For --mode=import_che
                   "the checkpoint's layout (default: detected).")
 flags.DEFINE_bool("export_after_training", True,
                   "After train_and_eval, also export a SavedModel to MODEL_DIR/export.")
+flags.DEFINE_bool("verbose", False, "On an error, show the full traceback instead of the "
+                  "one-line message.")
+
+# Modes that train into MODEL_DIR and therefore hold its lock (nasfpn_tf/run_lock.py). Not
+# eval: it only reads the checkpoint and replaces eval_results.json, so it may run beside a
+# training run.
+LOCKED_MODES = ("train", "train_and_eval", "search")
+# Errors that are about the user's input (a key, a file, a record, a folder): reported in one
+# line, exit code 2, no traceback unless --verbose. Listed by module so that a mode never
+# imports TensorFlow only to name an error it cannot raise.
+USER_ERRORS = {
+    "nasfpn_tf.configs.experiment": "ConfigError",
+    "nasfpn_tf.architecture_spec": "SpecError",
+    "nasfpn_tf.data.coco_reader": "DataError",
+    "nasfpn_tf.run_lock": "LockError",
+    "nasfpn_tf.serving.export_lib": "ExportError",
+    "nasfpn_tf.trainer": "TrainingDivergedError",
+    "nasfpn_tf.checkpoint_import": "CheckpointImportError",
+}
+
+
+def _config_file() -> str:
+  """--config_file, or for eval/export without it, the config the model was trained with."""
+  from nasfpn_tf.configs.experiment import ConfigError
+  if FLAGS.mode not in ("eval", "export") or FLAGS["config_file"].present:
+    return FLAGS.config_file
+  # The shapes default would describe another model and other data (label map, eval split).
+  saved = os.path.join(FLAGS.model_dir, "config.yaml")
+  if os.path.exists(saved):
+    return saved
+  if FLAGS.mode == "eval":
+    raise ConfigError("model_dir", f"{saved} does not exist: train into this folder first, "
+                      "or pass --config_file")
+  return ""
 
 
 def _load_config():
   from nasfpn_tf.configs.loading import load_config
+  config_file = _config_file()
+  if FLAGS.mode == "export" and not config_file:
+    return None  # export_lib then uses what it finds beside the model
   overrides = list(FLAGS.params_override)
   runtime = {}
   if FLAGS.strategy:
@@ -65,7 +108,11 @@ def _load_config():
     runtime["tpu"] = FLAGS.tpu
   if runtime:
     overrides.append(json.dumps({"runtime": runtime}))
-  return load_config(FLAGS.config_file, overrides)
+  config = load_config(config_file, overrides)
+  if FLAGS.mode == "search":
+    from nasfpn_tf.configs.search_config import check_matches_model
+    check_matches_model(config.search, config.task.model)
+  return config
 
 
 def _config_of_model_dir(config):
@@ -117,14 +164,11 @@ def _export(config, model=None) -> None:
   """Exports MODEL_DIR's trained model, or `model` when the caller has it loaded."""
   from nasfpn_tf.serving import export_lib
   export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export")
-  try:
-    if model is None:
-      path = export_lib.export_from_model_dir(FLAGS.model_dir, export_dir, FLAGS.export_format,
-                                              config=config)
-    else:
-      path = export_lib.export_model(model, export_dir, FLAGS.export_format, config)
-  except export_lib.ExportError as e:
-    sys.exit(f"export error: {e}")
+  if model is None:
+    path = export_lib.export_from_model_dir(FLAGS.model_dir, export_dir, FLAGS.export_format,
+                                            config=config)
+  else:
+    path = export_lib.export_model(model, export_dir, FLAGS.export_format, config)
   print(path)
 
 
@@ -174,9 +218,11 @@ def _import_checkpoint(config) -> None:
   """Converts a TensorFlow checkpoint once into a `.weights.h5` of the configured model
   (`task.init_checkpoint_modules` selects the parts; the rest keeps its initial values)."""
   from nasfpn_tf import checkpoint_import
+  from nasfpn_tf.configs.experiment import ConfigError
   from nasfpn_tf.modeling.factory import build_model
   if not FLAGS.checkpoint or not FLAGS.output or not FLAGS.output.endswith(".weights.h5"):
-    sys.exit("import_checkpoint needs --checkpoint=PREFIX and --output=FILE.weights.h5")
+    raise ConfigError("--checkpoint/--output", "import_checkpoint needs --checkpoint=PREFIX "
+                      "and --output=FILE.weights.h5")
   checkpoint_import.preflight(FLAGS.checkpoint, config.task.init_checkpoint_modules)
   model = build_model(config.task.model)
   report = checkpoint_import.load_checkpoint(model, FLAGS.checkpoint, FLAGS.source,
@@ -187,21 +233,40 @@ def _import_checkpoint(config) -> None:
   print(FLAGS.output)
 
 
+def _run() -> None:
+  config = _load_config()
+  handlers = {"describe": _describe, "draw": _draw, "export": _export, "search": _search,
+              "make_tfrecords": _make_tfrecords, "import_checkpoint": _import_checkpoint}
+  lock = contextlib.nullcontext()
+  if FLAGS.mode in LOCKED_MODES:
+    from nasfpn_tf.distribute import is_chief
+    from nasfpn_tf.run_lock import RunLock
+    if is_chief():  # the workers of a cluster share the chief's MODEL_DIR
+      lock = RunLock(FLAGS.model_dir)
+  with lock:
+    handlers.get(FLAGS.mode, _train)(config)
+
+
+def error_line(error: BaseException) -> str:
+  """`error: <what, naming the key/file/record>` on one line."""
+  if isinstance(error, OSError) and error.filename and error.strerror:
+    text = f"{error.filename}: {error.strerror}"
+  else:
+    text = str(error) or type(error).__name__
+  return "error: " + " ".join(text.split())
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from nasfpn_tf.configs.experiment import ConfigError
   try:
-    config = _load_config()
-  except ConfigError as e:
-    sys.exit(f"config error: {e}")
-  handlers = {"describe": _describe, "draw": _draw, "export": _export, "search": _search,
-              "make_tfrecords": _make_tfrecords, "import_checkpoint": _import_checkpoint}
-  from nasfpn_tf.checkpoint_import import CheckpointImportError
-  try:
-    handlers.get(FLAGS.mode, _train)(config)
-  except CheckpointImportError as e:
-    sys.exit(f"checkpoint error: {e}")
+    _run()
+  except (OSError, *[getattr(sys.modules[m], name) for m, name in USER_ERRORS.items()
+                     if m in sys.modules]) as e:
+    if FLAGS.verbose:
+      raise
+    print(error_line(e), file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ Run (see run.py for the flags):
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import re
@@ -300,6 +301,12 @@ def check_intervals(config: ExperimentConfig) -> None:
                         f"runtime.steps_per_execution = {k}")
 
 
+def check_init_checkpoint(config: ExperimentConfig) -> None:
+  path = config.task.init_checkpoint
+  if path and not tf.io.gfile.exists(path):
+    raise ConfigError("task.init_checkpoint", f"{path} does not exist")
+
+
 def check_batch(data: DataConfig, strategy: tf.distribute.Strategy, key: str) -> None:
   replicas = strategy.num_replicas_in_sync
   if data.global_batch_size % replicas:
@@ -385,17 +392,24 @@ class _Run:
 
 
 def _setup(config: ExperimentConfig, model_dir: str, verbose: int) -> _Run:
+  """Checks and the strategy; writes nothing (see `_write_config`)."""
   check_intervals(config)
+  check_init_checkpoint(config)
   keras.utils.set_random_seed(config.runtime.seed)
   strategy = distribute.build_strategy(config.runtime)
   set_precision_policy(config, strategy)
   check_batch(config.task.train_data, strategy, "train_data")
   chief = distribute.is_chief(strategy)
-  if chief:
-    tf.io.gfile.makedirs(model_dir)
-    save_yaml(config, os.path.join(model_dir, "config.yaml"))
   # Only the chief prints progress: the workers' bars would say the same, interleaved.
   return _Run(config, model_dir, strategy, chief, verbose if chief else 0)
+
+
+def _write_config(run: _Run) -> None:
+  """The first write into MODEL_DIR: called once the inputs were read and found usable, so
+  that a bad input leaves the folder as it was."""
+  if run.chief:
+    tf.io.gfile.makedirs(run.model_dir)
+    save_yaml(run.config, os.path.join(run.model_dir, "config.yaml"))
 
 
 def _eval_input(run: _Run):
@@ -458,7 +472,7 @@ def _callbacks(run: _Run, guard: NonFiniteLossGuard, backup: StepBackup,
   return cbs + list(extra)
 
 
-def _fit(run: _Run, model: keras.Model, eval_input=None,
+def _fit(run: _Run, model: keras.Model, train_ds, eval_input=None,
          extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
   """Restores the newest backup, then runs the fit calls of `fit_plan` to train_steps."""
   t = run.config.trainer
@@ -468,7 +482,6 @@ def _fit(run: _Run, model: keras.Model, eval_input=None,
   done = backup.restore(model)
   if done and run.verbose:
     print(f"Resuming from the backup at step {done} of {t.train_steps}")
-  train_ds = _train_input(run)
   callbacks = _callbacks(run, guard, backup, eval_input, extra_callbacks)
   history: dict[str, list[float]] = {}
   steps_per_epoch = min(t.validation_interval, t.train_steps)
@@ -519,9 +532,11 @@ def train(config: ExperimentConfig, model_dir: str, verbose: int = 1) -> TrainRe
   """
   _preflight_init_checkpoint(config)
   run = _setup(config, model_dir, verbose)
+  train_ds = _train_input(run)
+  _write_config(run)
   model = build_compiled_model(config, run.strategy)
   _init_from_checkpoint(model, config, run.verbose)
-  result = _fit(run, model)
+  result = _fit(run, model, train_ds)
   _finish(run, result)
   return result
 
@@ -543,12 +558,20 @@ def train_and_evaluate(config: ExperimentConfig, model_dir: str,
   run = _setup(config, model_dir, verbose)
   # Evaluation runs on the chief alone: the other workers have nothing to report.
   eval_input = _eval_input(run) if mode != "train" and run.chief else None
-  model = build_compiled_model(config, run.strategy)
   if mode == "eval":
-    model.load_weights(os.path.join(model_dir, CHECKPOINT_FILE))
+    # Evaluates what is there: the run's config.yaml is left as training wrote it.
+    checkpoint = os.path.join(model_dir, CHECKPOINT_FILE)
+    if not tf.io.gfile.exists(checkpoint):
+      raise FileNotFoundError(errno.ENOENT, "no checkpoint to evaluate (train first)",
+                              checkpoint)
+    model = build_compiled_model(config, run.strategy)
+    model.load_weights(checkpoint)
     return _evaluate(model, eval_input, model_dir, config) if run.chief else {}
+  train_ds = _train_input(run)
+  _write_config(run)
+  model = build_compiled_model(config, run.strategy)
   _init_from_checkpoint(model, config, run.verbose)
-  result = _fit(run, model, eval_input, callbacks)
+  result = _fit(run, model, train_ds, eval_input, callbacks)
   _finish(run, result)
   if eval_input is None:
     return {}

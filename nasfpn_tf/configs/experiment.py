@@ -163,6 +163,20 @@ class ModelConfig:
              f"{s} must be a positive multiple of 2**max_level = {stride}")
     _check(3 <= self.min_level <= self.max_level, "min_level",
            f"need 3 <= min_level <= max_level, got {self.min_level}, {self.max_level}")
+    if self.decoder.type == "nasfpn":
+      self._check_decoder_spec()
+
+  def _check_decoder_spec(self) -> None:
+    # Parsed here, not only when the model is built, so that a bad spec stops the run before
+    # anything is written and names the cell (see architecture_spec.validate).
+    from nasfpn_tf.architecture_spec import SpecError, parse_spec  # local: keeps import light
+    try:
+      spec = parse_spec(self.decoder.spec, self.min_level, self.max_level)
+    except SpecError as e:
+      raise ConfigError("decoder.spec", str(e)) from None
+    _check((spec.min_level, spec.max_level) == (self.min_level, self.max_level), "decoder.spec",
+           f"covers P{spec.min_level}..P{spec.max_level} but the model uses "
+           f"P{self.min_level}..P{self.max_level} (min_level, max_level)")
 
 
 @dataclasses.dataclass
@@ -207,6 +221,20 @@ class DataConfig:
            f"need 0 < aug_scale_min <= aug_scale_max, got {self.aug_scale_min}, {self.aug_scale_max}")
     _check(self.max_num_instances >= 1, "max_num_instances", "must be >= 1")
     _check_choice(self.on_bad_annotation, "on_bad_annotation", ("skip", "error"))
+    self._check_paths()
+
+  def _check_paths(self) -> None:
+    """Each source reads its own keys; a path set for another source would be ignored."""
+    paths = {"annotation_file": self.annotation_file, "image_dir": self.image_dir,
+             "tfrecord_pattern": self.tfrecord_pattern}
+    needed = {"coco": ("annotation_file", "image_dir"), "tfrecord": ("tfrecord_pattern",)}
+    read = needed.get(self.source, ())
+    for key in read:
+      _check(bool(paths[key]), key, f"source '{self.source}' needs {' and '.join(read)}")
+    for key, value in paths.items():
+      _check(not value or key in read, key,
+             f"'{value}' would be ignored: source is '{self.source}' (set source: coco for "
+             "annotation_file/image_dir, source: tfrecord for tfrecord_pattern)")
 
 
 def _validation_data() -> DataConfig:
@@ -275,6 +303,10 @@ class LearningRateConfig:
   def __post_init__(self):
     _check_choice(self.type, "type", ("stepwise", "cosine", "constant"))
     _check(self.base_lr > 0, "base_lr", "must be > 0")
+    _check(self.base_batch_size >= 1, "base_batch_size",
+           f"must be >= 1, got {self.base_batch_size}")
+    _check(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+    _check(self.decay_factor > 0, "decay_factor", f"must be > 0, got {self.decay_factor}")
     _check(list(self.boundaries) == sorted(self.boundaries), "boundaries",
            "must be increasing")
 
@@ -292,9 +324,11 @@ class TrainerConfig:
   learning_rate: LearningRateConfig = field(default_factory=LearningRateConfig)
 
   def __post_init__(self):
-    _check(self.train_steps >= 1, "train_steps", "must be >= 1")
-    _check(self.validation_interval >= 1, "validation_interval", "must be >= 1")
-    _check(self.checkpoint_interval >= 1, "checkpoint_interval", "must be >= 1")
+    for key in ("train_steps", "validation_interval", "checkpoint_interval", "backup_interval"):
+      value = getattr(self, key)
+      _check(value >= 1, key, f"must be >= 1, got {value}")
+    _check(self.validation_steps == -1 or self.validation_steps >= 1, "validation_steps",
+           f"must be >= 1, or -1 for the whole split, got {self.validation_steps}")
 
 
 @dataclasses.dataclass

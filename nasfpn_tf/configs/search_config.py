@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import field
 from typing import Optional
 
-from nasfpn_tf.configs.experiment import ConfigError
+from nasfpn_tf.configs.experiment import ConfigError, ModelConfig
 
 ALGORITHMS = ("ppo", "random")
 ENGINES = ("inline", "ray")
@@ -197,3 +197,24 @@ class SearchConfig:
         parse_spec(value, self.min_level, self.max_level)
       except SpecError as e:
         raise ConfigError(f"baselines[{i}]", str(e)) from e
+
+
+def check_matches_model(search: SearchConfig, model: ModelConfig) -> None:
+  """Refuses a search whose pyramid levels are not the proxy model's (`task.model`).
+
+  Every trial builds its child on task.model's levels, so a mismatch would fail every trial
+  (each a SpecError) and leave a journal of failures: fail once, before the search starts.
+
+  Args:
+    search: the `search` section.
+    model: the `task.model` section (a ModelConfig).
+
+  Raises:
+    ConfigError: naming search.min_level or search.max_level.
+  """
+  for key in ("min_level", "max_level"):
+    ours, theirs = getattr(search, key), getattr(model, key)
+    _check(ours == theirs, f"search.{key}",
+           f"{ours} but task.model.{key} is {theirs}: the searched pyramid "
+           f"(P{search.min_level}..P{search.max_level}) must have the model's levels "
+           f"(P{model.min_level}..P{model.max_level})")

@@ -14,8 +14,9 @@ Two families of functions:
   file runs without Python glue.
 
 Bad input fails inside the graph with an InvalidArgumentError whose message names the problem
-(zero-sized image, wrong channel count, undecodable bytes); dtype and rank are checked by
-the signature itself.
+(zero-sized image, wrong channel count, and for serve_encoded the position in the batch of
+the first image that does not decode: not an image, truncated or corrupt); dtype and rank are
+checked by the signature itself.
 
 Example:
   module = DetectionModule(model)
@@ -36,8 +37,6 @@ DETECTION_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "n
 RAW_KEYS = ("cls_outputs", "box_outputs")
 # Signatures of every TFLite file, in this order.
 TFLITE_SIGNATURES = ("serving_default", "raw")
-# Leading bytes of the formats tf.io.decode_image reads (JPEG, PNG, GIF, BMP).
-_IMAGE_MAGICS = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 Signature = tuple[Callable, list[tf.TensorSpec]]
 
@@ -76,24 +75,27 @@ def check_batch(images: tf.Tensor, what: str) -> tf.Tensor:
     return tf.identity(images)
 
 
-def check_encoded(encoded: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-  """Asserts that a scalar string starts like a JPEG, PNG, GIF or BMP file; returns it.
-
-  decode_image would also fail on such bytes, but its message does not say which image of
-  the batch was bad; this one does. The bytes themselves stay out of the message: an error
-  text that is not UTF-8 breaks the client that tries to print it.
+def check_decoded(decoded: tf.Tensor, count: tf.Tensor, encoded: tf.Tensor) -> tf.Tensor:
+  """Asserts that every image of the batch decoded, naming the first one that did not.
 
   Args:
-    encoded: scalar string, one encoded image.
-    index: its position in the batch (for the message).
+    decoded: int32 [n], batch positions of the images that decoded, in order.
+    count: how many images the batch holds.
+    encoded: the batch (for the failed image's size in the message).
+
+  Returns:
+    `decoded`, after the check ran.
   """
-  known = tf.reduce_any(tf.stack([tf.equal(tf.strings.substr(encoded, 0, len(m)), m)
-                                  for m in _IMAGE_MAGICS]))
-  check = tf.debugging.Assert(known, ["serve_encoded: image", index, "of the batch (",
-                                      tf.strings.length(encoded), "bytes) is not a JPEG, PNG, "
-                                      "GIF or BMP file"])
+  failed = tf.logical_not(tf.reduce_any(tf.equal(tf.range(count)[:, None], decoded[None, :]),
+                                        axis=1))
+  first = tf.cast(tf.argmax(tf.cast(failed, tf.int32)), tf.int32)
+  # The bytes themselves stay out of the message: an error text that is not UTF-8 breaks
+  # the client that tries to print it.
+  check = tf.debugging.Assert(tf.equal(tf.size(decoded), count), [
+      "serve_encoded: image", first, "of the batch (", tf.strings.length(encoded[first]),
+      "bytes) is not a JPEG, PNG, GIF or BMP file, or is truncated or corrupt"])
   with tf.control_dependencies([check]):
-    return tf.identity(encoded)
+    return tf.identity(decoded)
 
 
 def boxes_to_image_frame(boxes: tf.Tensor, image_info: tf.Tensor) -> tf.Tensor:
@@ -156,23 +158,34 @@ class DetectionModule:
                              tf.TensorSpec([4, 2], tf.float32)))
     return self._detect(resized, image_info)
 
-  def _decode_one(self, args: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
-    encoded, index = args
-    image = tf.io.decode_image(check_encoded(encoded, index), channels=3,
-                               expand_animations=False)
-    return self._preprocess_one(check_image(image, "serve_encoded: a decoded image"))
+  def _decode_one(self, encoded: tf.Tensor, index: tf.Tensor):
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    resized, image_info = self._preprocess_one(check_image(image, "serve_encoded: an image"))
+    return resized, image_info, index
 
   def serve_encoded(self, encoded: tf.Tensor) -> dict:
     """string [B] of JPEG/PNG/GIF/BMP bytes -> detections in each image's own pixels."""
     encoded = _ensure_shape(encoded, [None])
-    check = tf.debugging.assert_positive(tf.size(encoded), message="serve_encoded: the batch "
-                                         "holds no image")
+    count = tf.size(encoded)
+    check = tf.debugging.assert_positive(count, message="serve_encoded: the batch holds no "
+                                         "image")
     with tf.control_dependencies([check]):
-      indices = tf.range(tf.size(encoded))
-    resized, image_info = tf.map_fn(
-        self._decode_one, (encoded, indices),
-        fn_output_signature=(tf.TensorSpec([*self.input_size, 3], tf.float32),
-                             tf.TensorSpec([4, 2], tf.float32)))
+      indices = tf.range(count)
+    # decode_image's own error does not say which image of the batch failed. Decoding in a
+    # tf.data pass that drops failures (ignore_errors) lets check_decoded name the first one.
+    size = self.input_size
+    start = (tf.zeros([0, *size, 3], tf.float32), tf.zeros([0, 4, 2], tf.float32),
+             tf.zeros([0], tf.int32))
+    resized, image_info, decoded = (
+        tf.data.Dataset.from_tensor_slices((encoded, indices))
+        .map(self._decode_one)
+        .ignore_errors()
+        .reduce(start, lambda acc, x: tuple(tf.concat([a, v[None]], 0)
+                                            for a, v in zip(acc, x))))
+    decoded = check_decoded(decoded, count, encoded)
+    with tf.control_dependencies([decoded]):
+      resized = tf.ensure_shape(tf.identity(resized), [None, *size, 3])
+      image_info = tf.ensure_shape(tf.identity(image_info), [None, 4, 2])
     return self._detect(resized, image_info)
 
   def serve_raw(self, images: tf.Tensor) -> dict:

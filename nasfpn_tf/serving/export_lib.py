@@ -460,7 +460,16 @@ class TFLiteDetector:
     self.input_shape = tuple(int(d) for d in details["shape"])
 
   def _input(self, image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image, np.float32).reshape(self.input_shape)
+    image = np.asarray(image)
+    if image.shape not in (self.input_shape, self.input_shape[1:]):
+      raise ValueError(f"{self.path}: image of shape {image.shape}, but the model takes "
+                       f"{self.input_shape[1:]} or {self.input_shape}: resize it with "
+                       "nasfpn_tf.data.preprocess.resize_and_crop_image first")
+    if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
+      raise ValueError(f"{self.path}: image of dtype {image.dtype}, expected numbers (pixels)")
+    image = image.astype(np.float32).reshape(self.input_shape)
+    if not np.isfinite(image).all():
+      raise ValueError(f"{self.path}: image holds NaN or infinite values")
     if self.input_dtype == np.uint8:
       # The full-int8 file takes pixels as they are stored: rounding is the only change.
       return to_pixels(image)
