@@ -195,5 +195,5 @@ def test_run_py_fine_tunes_from_a_tpu_checkpoint(tpu_checkpoint, tmp_path):
               f"--params_override={overrides.replace(prefix, str(tmp_path / 'no_such'))}"]
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
   assert proc.returncode != 0
-  assert proc.stderr.strip().splitlines()[-1].startswith("checkpoint error: ")
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
   assert "Traceback" not in proc.stderr and not bad_dir.exists()
