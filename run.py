@@ -10,6 +10,8 @@ AP on the held-out split, prints the table and exports a SavedModel.
   python run.py --mode=describe --config_file=...        # parameter counts and MACs
   python run.py --mode=draw --config_file=...            # PNG of the decoder architecture
   python run.py --mode=search --config_file=configs/search_shapes_proxy.yaml
+  python run.py --mode=search --config_file=configs/search_shapes_oneshot.yaml  # one-shot
+  python run.py --mode=validate_proxy --config_file=configs/search_shapes_oneshot.yaml
   python run.py --mode=export --model_dir=DIR --export_format=saved_model --export_dir=OUT
   python run.py --mode=import_checkpoint --checkpoint=PREFIX --source=modelgarden \
       --config_file=... --output=FILE.weights.h5   # a Model Garden / tensorflow/tpu checkpoint
@@ -35,7 +37,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(_HERE, "configs", "shapes_nasfpn.yaml")
 
 MODES = ("train", "eval", "train_and_eval", "describe", "draw", "search", "export",
-         "make_tfrecords", "import_checkpoint")
+         "make_tfrecords", "import_checkpoint", "validate_proxy")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config_file", DEFAULT_CONFIG, "YAML experiment file.")
@@ -65,7 +67,7 @@ flags.DEFINE_bool("verbose", False, "On an error, show the full traceback instea
 # Modes that train into MODEL_DIR and therefore hold its lock (nasfpn_tf/run_lock.py). Not
 # eval: it only reads the checkpoint and replaces eval_results.json, so it may run beside a
 # training run.
-LOCKED_MODES = ("train", "train_and_eval", "search")
+LOCKED_MODES = ("train", "train_and_eval", "search", "validate_proxy")
 # Errors that are about the user's input (a key, a file, a record, a folder): reported in one
 # line, exit code 2, no traceback unless --verbose. Listed by module so that a mode never
 # imports TensorFlow only to name an error it cannot raise.
@@ -109,7 +111,7 @@ def _load_config():
   if runtime:
     overrides.append(json.dumps({"runtime": runtime}))
   config = load_config(config_file, overrides)
-  if FLAGS.mode == "search":
+  if FLAGS.mode in ("search", "validate_proxy"):
     from nasfpn_tf.configs.search_config import check_matches_model
     check_matches_model(config.search, config.task.model)
   return config
@@ -207,6 +209,11 @@ def _search(config) -> None:
   run_search_from_config(config, FLAGS.model_dir, ray_address=FLAGS.ray_address)
 
 
+def _validate_proxy(config) -> None:
+  from nasfpn_tf.search.proxy_validation import validate_proxy
+  validate_proxy(config, FLAGS.model_dir)
+
+
 def _make_tfrecords(config) -> None:
   from nasfpn_tf.data import tfrecord
   out = FLAGS.output or os.path.join(FLAGS.model_dir, "tfrecords")
@@ -236,7 +243,8 @@ def _import_checkpoint(config) -> None:
 def _run() -> None:
   config = _load_config()
   handlers = {"describe": _describe, "draw": _draw, "export": _export, "search": _search,
-              "make_tfrecords": _make_tfrecords, "import_checkpoint": _import_checkpoint}
+              "make_tfrecords": _make_tfrecords, "import_checkpoint": _import_checkpoint,
+              "validate_proxy": _validate_proxy}
   lock = contextlib.nullcontext()
   if FLAGS.mode in LOCKED_MODES:
     from nasfpn_tf.distribute import is_chief

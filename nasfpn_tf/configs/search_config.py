@@ -110,6 +110,32 @@ class OneShotConfig:
            f"must be >= 2, got {self.rescore_reduction_factor}")
 
 
+REWARDS = ("oneshot", "proxy", "full")
+
+
+@dataclasses.dataclass
+class ProxyValidationConfig:
+  """`run.py --mode=validate_proxy` (see `nasfpn_tf.search.proxy_validation`)."""
+  # Shipped names or compact strings, scored besides `num_sampled` uniform samples.
+  architectures: list = field(default_factory=lambda: ["fpn", "nasfpn", "panet"])
+  num_sampled: int = 7
+  sample_seed: int = 1
+  # Seeds (runtime.seed 0..seeds-1) each reward is measured with.
+  seeds: int = 3
+  rewards: list = field(default_factory=lambda: list(REWARDS))
+  # The full-budget experiment (its decoder is replaced); "": the embedded default.
+  full_config: str = ""
+  # A proxy_validation.json the search reads to say whether its reward can be trusted.
+  report: str = ""
+
+  def __post_init__(self):
+    _check(isinstance(self.architectures, list), "architectures", "expected a list")
+    _check(self.num_sampled >= 0, "num_sampled", f"must be >= 0, got {self.num_sampled}")
+    _check(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")
+    _check(isinstance(self.rewards, list) and all(r in REWARDS for r in self.rewards),
+           "rewards", f"{self.rewards} is not a list of {list(REWARDS)}")
+
+
 @dataclasses.dataclass
 class SearchConfig:
   """What to search, with which algorithm, on which engine, where to keep the results."""
@@ -132,6 +158,7 @@ class SearchConfig:
   controller: ControllerConfig = field(default_factory=ControllerConfig)
   ppo: PPOConfig = field(default_factory=PPOConfig)
   oneshot: OneShotConfig = field(default_factory=OneShotConfig)
+  validation: ProxyValidationConfig = field(default_factory=ProxyValidationConfig)
   # Resources of one trial (Ray engine).
   trial_cpus: float = 1.0
   trial_gpus: float = 0.0
@@ -159,6 +186,8 @@ class SearchConfig:
            f"expected a ControllerConfig, got {type(self.controller).__name__}")
     _check(isinstance(self.ppo, PPOConfig), "ppo",
            f"expected a PPOConfig, got {type(self.ppo).__name__}")
+    _check(isinstance(self.validation, ProxyValidationConfig), "validation",
+           f"expected a ProxyValidationConfig, got {type(self.validation).__name__}")
     _check(isinstance(self.oneshot, OneShotConfig), "oneshot",
            f"expected a OneShotConfig, got {type(self.oneshot).__name__}")
     _check(self.strategy in STRATEGIES, "strategy",

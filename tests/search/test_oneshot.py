@@ -207,3 +207,55 @@ def test_oneshot_search_survives_kill_9_and_finishes_with_asha_rescoring(tmp_pat
   assert best.to_string() == rows[0]["spec"]
   assert "winner:" in out
   assert not list(search_dir.rglob("*.tmp-*"))
+
+
+def test_rank_correlations_and_spread_are_those_of_scipy_on_known_values():
+  from nasfpn_tf.search.proxy_validation import rank_correlations, summarise
+  full = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}
+  same_order = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
+  assert rank_correlations(same_order, full)["kendall_tau"] == pytest.approx(1.0)
+  reversed_ = {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0}
+  assert rank_correlations(reversed_, full)["spearman_rho"] == pytest.approx(-1.0)
+  # One swapped pair of 4: tau = (5 - 1) / 6.
+  swapped = {"a": 2.0, "b": 1.0, "c": 3.0, "d": 4.0}
+  assert rank_correlations(swapped, full)["kendall_tau"] == pytest.approx(4 / 6)
+  summary = summarise({"full": {"a": [0.1, 0.3], "b": [0.5, 0.5]},
+                       "proxy": {"a": [0.2, 0.5], "b": [0.4, None]}})
+  assert summary["full"]["spread"] == {"a": pytest.approx(0.2), "b": 0.0}
+  assert summary["proxy"]["mean"] == {"a": pytest.approx(0.35), "b": 0.4}
+  assert summary["proxy"]["vs_full"]["n"] == 2 and summary["proxy"]["vs_full"]["kendall_tau"] is None
+
+
+def test_correlation_warning_flags_a_weak_proxy(tmp_path):
+  from nasfpn_tf.search.proxy_validation import correlation_warning
+  path = tmp_path / "proxy_validation.json"
+  for tau, warns in ((0.1, True), (0.6, False)):
+    path.write_text(json.dumps({"summary": {"oneshot": {"vs_full": {
+        "n": 10, "kendall_tau": tau, "spearman_rho": tau}}}}))
+    message = correlation_warning(str(path))
+    assert (message is not None and "correlates poorly" in message) == warns
+  assert "not been validated" in correlation_warning("")
+
+
+@pytest.mark.slow
+def test_validate_proxy_on_a_tiny_set_writes_tau_rho_and_the_scatter(tmp_path):
+  overrides = tiny_overrides(tmp_path / "shapes", steps=4) + (
+      ",search.validation.architectures=[nasfpn,fpn],search.validation.num_sampled=2,"
+      "search.validation.seeds=2,search.validation.rewards=[oneshot,full],"
+      f"search.validation.full_config={CONFIG}")
+  # The "full" budget here is the tiny proxy itself (4 steps): only the plumbing is tested.
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, "run.py"), "--mode=validate_proxy",
+       f"--config_file={CONFIG}", f"--model_dir={tmp_path / 'pv'}",
+       f"--params_override={overrides}"],
+      cwd=REPO, capture_output=True, text=True, timeout=1200)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads((tmp_path / "pv" / "proxy_validation.json").read_text())
+  assert set(report["architectures"]) == {"nasfpn", "fpn", "sampled_0", "sampled_1"}
+  oneshot = report["scores"]["oneshot"]
+  assert oneshot["fpn"] == [None, None]   # 5 cells: no path in a 7-cell supernet
+  assert all(len(v) == 2 and all(0 <= x <= 1 for x in v)
+             for k, v in oneshot.items() if k != "fpn")
+  corr = report["summary"]["oneshot"]["vs_full"]
+  assert corr["n"] == 3 and set(corr) == {"n", "kendall_tau", "spearman_rho"}
+  assert (tmp_path / "pv" / "proxy_validation.png").stat().st_size > 10_000

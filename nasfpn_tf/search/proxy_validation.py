@@ -1,0 +1,196 @@
+"""Is the search's reward worth trusting? Noise and rank correlation of its proxies.
+
+  python run.py --mode=validate_proxy --config_file=configs/search_shapes_oneshot.yaml \
+      --model_dir=runs/proxy_validation
+
+Scores a fixed set of architectures (`search.validation.architectures`, e.g. fpn,
+nasfpn, panet, plus `num_sampled` uniform samples of the search space) with up to
+three rewards, each over `seeds` seeds:
+  oneshot  AP of the path in a supernet trained with that seed (7-cell specs only:
+           others have no path in the supernet);
+  proxy    AP of a stand-alone child trained with the experiment's `trainer`;
+  full     AP after training with `search.validation.full_config` (by default the
+           embedded default experiment) with only the decoder replaced.
+and reports (a) each reward's spread over seeds of the same architecture, (b) Kendall's
+tau and Spearman's rho (scipy) between each reward's mean and the full budget's mean
+AP. `proxy_validation.json` and `proxy_validation.png` (reward vs full AP) go to
+MODEL_DIR; every trained model is kept under MODEL_DIR, so a rerun after a kill
+trains only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+import numpy as np
+
+from nasfpn_tf.architecture_spec import ArchitectureSpec, parse_spec
+from nasfpn_tf.configs.experiment import ExperimentConfig
+
+REPORT_FILE = "proxy_validation.json"
+PLOT_FILE = "proxy_validation.png"
+# Below this Kendall tau a reward ranks architectures too unlike full training to steer a search.
+WEAK_TAU = 0.3
+
+
+def validation_architectures(config: ExperimentConfig) -> dict[str, ArchitectureSpec]:
+  """The named architectures plus `num_sampled` uniform samples, by display name."""
+  from nasfpn_tf.search.search_space import SearchSpace
+
+  s, v = config.search, config.search.validation
+  archs = {name: parse_spec(name, s.min_level, s.max_level) for name in v.architectures}
+  space = SearchSpace(s.num_cells, s.min_level, s.max_level)
+  for i in range(v.num_sampled):
+    spec = space.actions_to_spec(space.sample_uniform(np.random.default_rng([v.sample_seed, i])))
+    archs[f"sampled_{i}"] = spec
+  return archs
+
+
+def _seeded(config: ExperimentConfig, seed: int) -> ExperimentConfig:
+  from nasfpn_tf.configs.loading import override
+  return override(config, {"runtime": {"seed": seed}})
+
+
+def _oneshot_scores(config, archs, seed: int, directory: str) -> dict[str, Optional[float]]:
+  from nasfpn_tf.search.oneshot import make_oneshot_reward, train_supernet
+
+  path = os.path.join(directory, "oneshot_rewards.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  seeded = _seeded(config, seed)
+  model = train_supernet(seeded, os.path.join(directory, "supernet"), verbose=2)
+  reward = make_oneshot_reward(seeded, model)
+  scores = {name: (reward(spec) if len(spec.cells) == config.search.num_cells else None)
+            for name, spec in archs.items()}
+  _write_json(path, scores)
+  return scores
+
+
+def _child_scores(config, archs, seed: int, directory: str) -> dict[str, float]:
+  from nasfpn_tf.search.proxy_task import ProxyReward
+  reward = ProxyReward(_seeded(config, seed), directory)
+  return {name: reward(spec) for name, spec in archs.items()}
+
+
+def _full_config(config: ExperimentConfig) -> ExperimentConfig:
+  """`search.validation.full_config`, or the embedded default experiment when empty."""
+  from nasfpn_tf.configs.loading import load_config
+  path = config.search.validation.full_config or os.path.join(
+      os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+      "configs", "shapes_nasfpn.yaml")
+  return load_config(path)
+
+
+def rank_correlations(reward: dict[str, float], target: dict[str, float]) -> dict[str, Any]:
+  """Kendall tau and Spearman rho between two {arch: value} maps over their common keys."""
+  from scipy import stats
+
+  names = sorted(k for k in reward if k in target and reward[k] is not None
+                 and target[k] is not None)
+  if len(names) < 3:
+    return {"n": len(names), "kendall_tau": None, "spearman_rho": None}
+  x, y = [reward[k] for k in names], [target[k] for k in names]
+  tau = stats.kendalltau(x, y).statistic
+  rho = stats.spearmanr(x, y).statistic
+  return {"n": len(names), "kendall_tau": None if np.isnan(tau) else float(tau),
+          "spearman_rho": None if np.isnan(rho) else float(rho)}
+
+
+def summarise(scores: dict[str, dict[str, list]]) -> dict[str, Any]:
+  """Per reward: mean and spread (max - min over seeds) per arch, mean spread, correlations
+  of its means with the full budget's means."""
+  out: dict[str, Any] = {}
+  means = {}
+  for reward, per_arch in scores.items():
+    values = {a: [v for v in vs if v is not None] for a, vs in per_arch.items()}
+    means[reward] = {a: float(np.mean(v)) for a, v in values.items() if v}
+    spreads = {a: float(np.max(v) - np.min(v)) for a, v in values.items() if len(v) > 1}
+    out[reward] = {"mean": means[reward], "spread": spreads,
+                   "mean_spread": float(np.mean(list(spreads.values()))) if spreads else None}
+  if "full" in means:
+    for reward in means:
+      if reward != "full":
+        out[reward]["vs_full"] = rank_correlations(means[reward], means["full"])
+  return out
+
+
+def plot(summary: dict[str, Any], path: str) -> None:
+  """Each reward's mean against the full budget's mean AP, one panel per reward."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  rewards = [r for r in summary if r != "full" and "vs_full" in summary[r]]
+  if not rewards:
+    return
+  fig, axes = plt.subplots(1, len(rewards), figsize=(5 * len(rewards), 4.2), squeeze=False)
+  full = summary["full"]["mean"]
+  for ax, reward in zip(axes[0], rewards):
+    means = summary[reward]["mean"]
+    names = [a for a in means if a in full]
+    ax.scatter([means[a] for a in names], [full[a] for a in names])
+    for a in names:
+      ax.annotate(a, (means[a], full[a]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    c = summary[reward]["vs_full"]
+    tau = "n/a" if c["kendall_tau"] is None else f"{c['kendall_tau']:.2f}"
+    rho = "n/a" if c["spearman_rho"] is None else f"{c['spearman_rho']:.2f}"
+    ax.set_title(f"{reward}: Kendall tau {tau}, Spearman rho {rho} (n={c['n']})", fontsize=9)
+    ax.set_xlabel(f"{reward} reward (mean over seeds)")
+    ax.set_ylabel("full-budget AP (mean over seeds)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _write_json(path: str, data: Any) -> None:
+  from nasfpn_tf.search.reporting import atomic_write_text
+  atomic_write_text(path, json.dumps(data, indent=1))
+
+
+def validate_proxy(config: ExperimentConfig, model_dir: str) -> dict[str, Any]:
+  """Scores the validation architectures with every configured reward; writes the report."""
+  v = config.search.validation
+  archs = validation_architectures(config)
+  scores: dict[str, dict[str, list]] = {r: {a: [] for a in archs} for r in v.rewards}
+  for seed in range(v.seeds):
+    for reward in v.rewards:
+      directory = os.path.join(model_dir, f"{reward}_seed{seed}")
+      print(f"proxy validation: {reward} reward, seed {seed + 1} of {v.seeds} -> {directory}")
+      if reward == "oneshot":
+        got = _oneshot_scores(config, archs, seed, directory)
+      elif reward == "proxy":
+        got = _child_scores(config, archs, seed, directory)
+      else:
+        got = _child_scores(_full_config(config), archs, seed, directory)
+      for a, value in got.items():
+        scores[reward][a].append(value)
+  summary = summarise(scores)
+  report = {"architectures": {a: s.to_string() for a, s in archs.items()}, "seeds": v.seeds,
+            "scores": scores, "summary": summary}
+  _write_json(os.path.join(model_dir, REPORT_FILE), report)
+  plot(summary, os.path.join(model_dir, PLOT_FILE))
+  for reward, s in summary.items():
+    line = f"{reward}: mean spread over seeds {s['mean_spread']}"
+    if "vs_full" in s:
+      line += f", vs full: {s['vs_full']}"
+    print(line)
+  return report
+
+
+def correlation_warning(report_path: str, reward: str = "oneshot") -> Optional[str]:
+  """A one-line verdict on `reward` from a proxy-validation report (None if there is none)."""
+  if not report_path or not os.path.exists(report_path):
+    return (f"the {reward} reward has not been validated (run.py --mode=validate_proxy): "
+            "its ranking may not hold after full training")
+  with open(report_path) as f:
+    c = json.load(f)["summary"].get(reward, {}).get("vs_full")
+  if not c or c["kendall_tau"] is None:
+    return f"{report_path} has no correlation for the {reward} reward"
+  if c["kendall_tau"] < WEAK_TAU:
+    return (f"WARNING: the {reward} reward correlates poorly with full training (Kendall tau "
+            f"{c['kendall_tau']:.2f} < {WEAK_TAU} on {c['n']} architectures, {report_path}): "
+            "do not trust its ranking")
+  return None
