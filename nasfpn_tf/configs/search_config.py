@@ -51,7 +51,8 @@ class PPOConfig:
   """Proximal Policy Optimization of the controller (see `nasfpn_tf.search.ppo`)."""
   learning_rate: float = 3.5e-3
   clip_ratio: float = 0.2
-  entropy_coef: float = 1e-4
+  # Weight of the entropy bonus at the first update (see entropy_coef_final).
+  entropy_coef: float = 0.1
   # Reward baseline: exponential moving average over rewards, in arrival order.
   baseline_decay: float = 0.95
   # Passes of gradient descent over each batch of finished trials.
@@ -60,6 +61,13 @@ class PPOConfig:
   adam_epsilon: float = 1e-7
   # Clips the global gradient norm (None: no clipping).
   max_grad_norm: Optional[float] = None
+  # Standardise each batch's advantages (zero mean, unit deviation; see ppo.normalized),
+  # so the entropy bonus keeps its weight as the batch's rewards get alike.
+  normalize_advantages: bool = True
+  # The entropy coefficient moves linearly from entropy_coef to entropy_coef_final over
+  # the first entropy_decay_updates PPO updates, then stays (None: constant entropy_coef).
+  entropy_coef_final: Optional[float] = 0.01
+  entropy_decay_updates: int = 100
 
   def __post_init__(self):
     _check(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
@@ -71,6 +79,19 @@ class PPOConfig:
     _check(self.adam_epsilon > 0, "adam_epsilon", f"must be > 0, got {self.adam_epsilon}")
     _check(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm",
            f"must be > 0 or null, got {self.max_grad_norm}")
+    _check(isinstance(self.normalize_advantages, bool), "normalize_advantages",
+           f"must be true or false, got {self.normalize_advantages!r}")
+    _check(self.entropy_coef_final is None or self.entropy_coef_final >= 0, "entropy_coef_final",
+           f"must be >= 0 or null, got {self.entropy_coef_final}")
+    _check(self.entropy_decay_updates >= 1, "entropy_decay_updates",
+           f"must be >= 1, got {self.entropy_decay_updates}")
+
+  def entropy_coef_at(self, num_updates: int) -> float:
+    """The entropy coefficient of the update that follows `num_updates` earlier ones."""
+    if self.entropy_coef_final is None:
+      return self.entropy_coef
+    frac = min(num_updates / self.entropy_decay_updates, 1.0)
+    return self.entropy_coef + frac * (self.entropy_coef_final - self.entropy_coef)
 
 
 @dataclasses.dataclass
