@@ -17,8 +17,9 @@ best, with reward 1.0. Two reports:
    geometric and vary a lot.
 
 Both algorithms run through the public `run_search` (inline engine, journal,
-checkpoints and all). `--plot PNG` draws seed 0's no-floor runs: best and batch-mean
-reward, and distinct architectures in the last 200 trials, against the trial.
+checkpoints and all). `--plot PNG` draws seed 0's no-floor runs (PPO, PPO with the
+settings before issue 12, random): best and batch-mean reward, and distinct
+architectures in the last 200 trials, against the trial.
 
 Run (nice'd: the machine is shared):
   nice -n 10 python bench/search_synthetic.py --plot bench/search_synthetic.png
@@ -77,13 +78,15 @@ def curves(trials: list, batch: int) -> dict:
           "distinct": np.array(distinct)}
 
 
-def plot(ppo_trials: list, random_trials: list, batch: int, path: str, title: str) -> None:
+def plot(runs: list, batch: int, path: str, title: str) -> None:
+  """`runs`: (label, trials) pairs, drawn in colours C0, C1, ..."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-  for name, trials, color in (("PPO", ppo_trials, "C0"), ("random", random_trials, "C1")):
+  fig, (top, bottom) = plt.subplots(2, 1, figsize=(9.5, 6.5), sharex=True)
+  for i, (name, trials) in enumerate(runs):
+    color = f"C{i}"
     c = curves(trials, batch)
     x = np.arange(1, len(c["best"]) + 1)
     top.plot(x, c["best"], color=color, label=f"{name}: best so far")
@@ -93,11 +96,11 @@ def plot(ppo_trials: list, random_trials: list, batch: int, path: str, title: st
   top.axhline(GOAL, color="gray", linewidth=0.8, linestyle=":")
   top.set_ylabel("reward (fraction of decisions right)")
   top.set_ylim(0, 1.02)
-  top.legend(loc="lower right", fontsize=8)
+  top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
   top.set_title(title, fontsize=9)
   bottom.set_ylabel(f"distinct architectures\nin the last {WINDOW} trials")
   bottom.set_xlabel("trial")
-  bottom.legend(loc="center right", fontsize=8)
+  bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   print(f"wrote {path}")
@@ -123,15 +126,21 @@ def main() -> None:
   parser.add_argument("--entropy_coef", type=float, default=None, help="default: PPOConfig's")
   parser.add_argument("--entropy_coef_final", type=_optional_float, default=argparse.SUPPRESS,
                       help="default: PPOConfig's; 'none' for a constant coefficient")
+  parser.add_argument("--entropy_decay_updates", type=int, default=None,
+                      help="default: PPOConfig's")
   parser.add_argument("--normalize_advantages", type=lambda v: v.lower() == "true", default=None)
+  parser.add_argument("--tanh_constant", type=float, default=None,
+                      help="default: ControllerConfig's")
   args = parser.parse_args()
   ppo_options = dict(PREVIOUS_DEFAULTS) if args.previous_defaults else {}
   given = vars(args)   # entropy_coef_final is absent unless given (None is a value)
   for key in ("learning_rate", "epochs", "entropy_coef", "entropy_coef_final",
-              "normalize_advantages"):
+              "entropy_decay_updates", "normalize_advantages"):
     if key in given and (given[key] is not None or key == "entropy_coef_final"):
       ppo_options[key] = given[key]
   options = {"batch_size": args.batch_size, "ppo": ppo_options}
+  if args.tanh_constant is not None:
+    options["controller"] = {"tanh_constant": args.tanh_constant}
   print(f"PPO options (over PPOConfig's defaults): {ppo_options}", flush=True)
 
   space = SearchSpace()
@@ -149,8 +158,13 @@ def main() -> None:
       print(f"seed {seed}: ppo {rows[-1][1]} ({t1 - t0:.0f} s), random {rows[-1][2]} "
             f"({t2 - t1:.0f} s)", flush=True)
       if seed == 0 and args.plot:
-        plot(ppo, rnd, args.batch_size, args.plot,
-             f"no-floor synthetic reward, seed 0, PPO options {ppo_options or 'default'}")
+        runs = [("PPO", ppo)]
+        if not args.previous_defaults:
+          previous = run(reward, "ppo", seed, args.trials, os.path.join(root, "ppo-previous"),
+                         batch_size=args.batch_size, ppo=PREVIOUS_DEFAULTS)
+          runs.append(("PPO, settings before issue 12", previous))
+        plot(runs + [("random", rnd)], args.batch_size, args.plot,
+             f"no-floor synthetic reward (seed 0); PPO options {ppo_options or 'default'}")
     if args.floor_report >= 0:
       for seed in range(args.seeds):
         reward = SimilarityReward(space, floor=args.floor_report, seed=seed)
