@@ -8,6 +8,10 @@ with log pi_old stored when the architecture was sampled. The loss minimised is
 
 with A_i = reward_i - b, b an exponential moving average of the rewards seen so
 far (taken before this batch updates it), and H_i the summed per-step entropy.
+With `normalize_advantages` (the default) the A_i are then standardised over the
+batch, which makes b cancel out, and c_H decays linearly from `entropy_coef` to
+`entropy_coef_final` over the first `entropy_decay_updates` updates: a wide
+policy early, a sharp one late (measured in `nasfpn_tf.configs.search_config`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,22 @@ def clipped_surrogate_loss(new_log_probs: tf.Tensor, old_log_probs: tf.Tensor,
   clipped = tf.clip_by_value(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
   surrogate = tf.minimum(ratio * advantages, clipped * advantages)
   return -tf.reduce_mean(surrogate) - entropy_coef * tf.reduce_mean(entropy)
+
+
+def normalized(advantages: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+  """`advantages` standardised over the batch: zero mean, unit standard deviation.
+
+  Centring on the batch mean rather than the lagging moving average keeps a batch
+  that is better than the average so far from reinforcing all of its (already
+  likely) choices, which is how the policy collapsed onto a wrong architecture on
+  the synthetic benchmark. Left unchanged where that is undefined: a batch of one
+  trial, or of equal advantages.
+  """
+  advantages = np.asarray(advantages, np.float64)
+  std = float(np.std(advantages))
+  if advantages.size < 2 or std <= eps:
+    return advantages.astype(np.float32)
+  return ((advantages - advantages.mean()) / std).astype(np.float32)
 
 
 class RewardBaseline:
@@ -89,13 +109,14 @@ class PPOTrainer:
 
   @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32),
                                 tf.TensorSpec([None], tf.float32),
-                                tf.TensorSpec([None], tf.float32)])
-  def _train_step(self, actions, old_log_probs, advantages):
+                                tf.TensorSpec([None], tf.float32),
+                                tf.TensorSpec([], tf.float32)])
+  def _train_step(self, actions, old_log_probs, advantages, entropy_coef):
     variables = self.controller.trainable_variables
     with tf.GradientTape() as tape:
       new_log_probs, entropy = self.controller.score(actions)
       loss = clipped_surrogate_loss(new_log_probs, old_log_probs, advantages, entropy,
-                                    self.config.clip_ratio, self.config.entropy_coef)
+                                    self.config.clip_ratio, entropy_coef)
     grads = tape.gradient(loss, variables)
     if self.config.max_grad_norm is not None:
       grads, _ = tf.clip_by_global_norm(grads, self.config.max_grad_norm)
@@ -113,21 +134,29 @@ class PPOTrainer:
 
     Returns:
       Statistics: loss (first epoch), entropy, approx_kl (last epoch), baseline
-      (after the update), mean reward, advantage spread.
+      (after the update), mean reward, advantage spread (before normalisation),
+      the entropy coefficient used.
     """
     actions = tf.constant(np.asarray(actions, dtype=np.int32))
     old = tf.constant(np.asarray(old_log_probs, dtype=np.float32))
     advantages = self.baseline.advantages(rewards)
+    advantage_std = float(np.std(advantages))
+    if self.config.normalize_advantages:
+      advantages = normalized(advantages)
     adv = tf.constant(advantages)
+    # The schedule reads the update count, which checkpoints store: a resumed search
+    # continues it where it stopped.
+    entropy_coef = self.config.entropy_coef_at(self.num_updates)
     first_loss = None
     for _ in range(self.config.epochs):
-      loss, entropy, approx_kl = self._train_step(actions, old, adv)
+      loss, entropy, approx_kl = self._train_step(actions, old, adv,
+                                                  tf.constant(entropy_coef, tf.float32))
       first_loss = float(loss) if first_loss is None else first_loss
     baseline = self.baseline.update(rewards)
     self.num_updates += 1
     return {"loss": first_loss, "entropy": float(entropy), "approx_kl": float(approx_kl),
             "baseline": baseline, "reward_mean": float(np.mean(rewards)),
-            "advantage_std": float(np.std(advantages))}
+            "advantage_std": advantage_std, "entropy_coef": entropy_coef}
 
   def optimizer_state(self) -> list[np.ndarray]:
     return [np.array(v) for v in self.optimizer.variables]

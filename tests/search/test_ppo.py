@@ -7,7 +7,8 @@ import tensorflow as tf
 from nasfpn_tf.architecture_spec import parse_spec
 from nasfpn_tf.configs.search_config import PPOConfig
 from nasfpn_tf.search.controller import Controller
-from nasfpn_tf.search.ppo import PPOTrainer, RewardBaseline, clipped_surrogate_loss
+from nasfpn_tf.search.ppo import (PPOTrainer, RewardBaseline, clipped_surrogate_loss,
+                                  normalized)
 
 
 def test_clipped_surrogate_loss_by_hand():
@@ -43,19 +44,50 @@ def test_reward_baseline_is_an_ema_started_at_the_first_mean():
   assert b.update([2.0]) == pytest.approx(0.9 * 1.2 + 0.1 * 2.0)
 
 
-def test_update_matches_the_loss_of_its_batch():
+@pytest.mark.parametrize("normalize", [False, True])
+def test_update_matches_the_loss_of_its_batch(normalize):
   controller = Controller(units=16, seed=0)
-  trainer = PPOTrainer(controller, PPOConfig(learning_rate=1e-3, epochs=1, entropy_coef=1e-3))
+  trainer = PPOTrainer(controller, PPOConfig(learning_rate=1e-3, epochs=1, entropy_coef=1e-3,
+                                             normalize_advantages=normalize))
   _, actions, log_probs = controller.sample(6, seed=1)
   rewards = np.array([0.1, 0.5, 0.2, 0.9, 0.3, 0.4])
   new, ent = controller.log_probs_and_entropy(actions)
-  advantages = tf.constant((rewards - rewards.mean()).astype(np.float32))   # first batch: its mean
+  centred = rewards - 0.4   # first batch: its mean, 2.4 / 6
+  # Standard deviation of the centred rewards: sqrt(0.40 / 6) = 0.25820.
+  expected_adv = centred / np.sqrt(0.40 / 6) if normalize else centred
+  advantages = tf.constant(expected_adv.astype(np.float32))
   expected = float(clipped_surrogate_loss(new, tf.constant(log_probs), advantages, ent, 0.2, 1e-3))
   before = controller.get_state()
   stats = trainer.update(actions, log_probs, rewards)
   assert stats["loss"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
   assert any(not np.array_equal(a, b) for a, b in zip(before, controller.get_state()))
   assert stats["baseline"] == pytest.approx(RewardBaseline(0.95).update(rewards))
+  assert stats["advantage_std"] == pytest.approx(np.sqrt(0.40 / 6), rel=1e-5)
+
+
+def test_normalized_advantages_by_hand():
+  np.testing.assert_allclose(normalized(np.array([1.0, 3.0])), [-1.0, 1.0])
+  np.testing.assert_allclose(normalized(np.array([0.5, 0.5, 2.0])),
+                             np.array([-0.5, -0.5, 1.0]) / np.sqrt(0.5), rtol=1e-6)
+  # Undefined cases are left alone: one trial, or all advantages equal.
+  np.testing.assert_allclose(normalized(np.array([0.3])), [0.3], rtol=1e-6)
+  np.testing.assert_allclose(normalized(np.array([0.2, 0.2])), [0.2, 0.2], rtol=1e-6)
+
+
+def test_entropy_coefficient_follows_its_schedule():
+  config = PPOConfig(entropy_coef=0.1, entropy_coef_final=0.01, entropy_decay_updates=100)
+  assert [config.entropy_coef_at(n) for n in (0, 50, 100, 500)] == pytest.approx(
+      [0.1, 0.055, 0.01, 0.01])
+  assert PPOConfig(entropy_coef=0.2, entropy_coef_final=None).entropy_coef_at(70) == 0.2
+  # The trainer uses the coefficient of its update count (which checkpoints store).
+  controller = Controller(units=8, seed=0)
+  trainer = PPOTrainer(controller, PPOConfig(entropy_coef=0.1, entropy_coef_final=0.0,
+                                             entropy_decay_updates=4, epochs=1))
+  _, actions, log_probs = controller.sample(4, seed=2)
+  trainer.num_updates = 3
+  assert trainer.update(actions, log_probs, [0.1, 0.2, 0.3, 0.4])["entropy_coef"] == (
+      pytest.approx(0.025))
+  assert trainer.update(actions, log_probs, [0.1, 0.2, 0.3, 0.4])["entropy_coef"] == 0.0
 
 
 def test_controller_learns_to_prefer_the_better_of_two_architectures():

@@ -7,6 +7,7 @@ random runs are geometric and too noisy to compare with on few seeds.
 """
 
 import numpy as np
+import pytest
 
 from nasfpn_tf.search import SearchSpace, SimilarityReward, run_search
 
@@ -20,6 +21,7 @@ def _trials_to_goal(reward, seed, directory):
   return next((t.trial + 1 for t in trials if t.ok and t.reward >= GOAL), None)
 
 
+@pytest.mark.slow   # up to 3 x 1,500 PPO trials
 def test_ppo_reaches_the_goal_in_under_a_third_of_random_search_trials(tmp_path):
   space = SearchSpace()
   rewards = [SimilarityReward(space, floor=0.89, seed=s) for s in SEEDS]

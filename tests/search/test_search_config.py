@@ -12,7 +12,9 @@ def test_defaults_are_the_documented_ones():
   assert (c.algorithm, c.engine, c.num_cells) == ("ppo", "inline", 7)
   assert (c.min_level, c.max_level) == (3, 7)
   assert c.controller.units == 100
-  assert (c.ppo.clip_ratio, c.ppo.baseline_decay, c.ppo.entropy_coef) == (0.2, 0.95, 1e-4)
+  assert (c.ppo.clip_ratio, c.ppo.baseline_decay, c.ppo.entropy_coef) == (0.2, 0.95, 0.1)
+  assert (c.ppo.normalize_advantages, c.ppo.entropy_coef_final,
+          c.ppo.entropy_decay_updates) == (True, 0.01, 100)
 
 
 @pytest.mark.parametrize("kwargs, key", [
@@ -40,6 +42,9 @@ def test_bad_values_name_their_key(kwargs, key):
     (PPOConfig, {"learning_rate": 0.0}, "learning_rate"),
     (PPOConfig, {"epochs": 0}, "epochs"),
     (PPOConfig, {"baseline_decay": 1.0}, "baseline_decay"),
+    (PPOConfig, {"normalize_advantages": "yes"}, "normalize_advantages"),
+    (PPOConfig, {"entropy_coef_final": -0.1}, "entropy_coef_final"),
+    (PPOConfig, {"entropy_decay_updates": 0}, "entropy_decay_updates"),
     (ControllerConfig, {"units": 0}, "units"),
     (ControllerConfig, {"tanh_constant": -1.0}, "tanh_constant"),
 ])
