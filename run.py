@@ -73,8 +73,7 @@ def _draw(config) -> None:
   spec = parse_spec(m.decoder.spec if m.decoder.type == "nasfpn" else "fpn",
                     m.min_level, m.max_level)
   path = FLAGS.output or os.path.join(FLAGS.model_dir, "architecture.png")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  draw_architecture(spec, path)
+  draw_architecture(spec, path)  # creates the folder
   print(path)
 
 

@@ -7,7 +7,10 @@ TPU) trains through the same `model.fit` call; `distribute.py` says which input 
 Fault tolerance: every `trainer.backup_interval` steps the chief writes the weights and the
 optimizer state (its step counter included) to `model_dir/backup/` atomically. A killed run
 restarted with the same command restores the newest readable backup and resumes at exactly that
-step, mid-epoch included, and stops at `trainer.train_steps`. A non-finite loss stops training
+step, mid-epoch included, and stops at `trainer.train_steps`; a run killed after training
+finished (during the evaluation or export) trains nothing when restarted and goes on with
+what is left. Files are written through `file_io` (temp name, then rename), and the temp
+files of a killed run are removed when the next one starts. A non-finite loss stops training
 before anything is written from the broken weights: the last checkpoint and backups stay the
 last good ones, and `TrainingDivergedError` says where they are.
 
@@ -21,13 +24,13 @@ import dataclasses
 import math
 import os
 import re
-from typing import Callable, Optional
+from typing import Optional
 
 import keras
 import tensorflow as tf
 from absl import logging
 
-from nasfpn_tf import distribute
+from nasfpn_tf import distribute, file_io
 from nasfpn_tf.configs.experiment import ConfigError, DataConfig, ExperimentConfig
 from nasfpn_tf.configs.loading import save_yaml
 from nasfpn_tf.data.coco_reader import SourceInfo
@@ -46,34 +49,6 @@ SUMMARY_INTERVAL = 50
 
 class TrainingDivergedError(FloatingPointError):
   """The loss became NaN or infinite; nothing was saved from the diverged weights."""
-
-
-# ----------------------------------------------------------------------------- atomic files
-
-def _fsync(path: str) -> None:
-  # A rename is only as durable as the data renamed: flush it first (local files only).
-  if "://" not in path:
-    with open(path, "rb") as f:
-      os.fsync(f.fileno())
-
-
-def atomic_save(save: Callable[[str], None], path: str) -> None:
-  """Calls `save(tmp)` on a temporary name next to `path`, then renames it to `path`.
-
-  The temporary name keeps the extension Keras requires (`.weights.h5`, `.keras`). A process
-  killed during `save` leaves `path` as it was. `tf.io.gfile` makes this work for `gs://`
-  model folders too (where one object write is atomic, and the rename a copy).
-  """
-  folder, name = os.path.split(path)
-  stem, dot, ext = name.partition(".")
-  tmp = os.path.join(folder, f"{stem}.tmp-{os.getpid()}{dot}{ext}")
-  save(tmp)
-  _fsync(tmp)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-def save_model_atomic(model: keras.Model, path: str) -> None:
-  atomic_save(model.save, path)
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -150,7 +125,7 @@ class AtomicCheckpoint(_EveryNSteps):
   def _on_interval(self, step: int, logs=None) -> None:
     if not self.enabled or (self.guard and not self.guard.healthy) or step == self.saved_step:
       return
-    atomic_save(self.model.save_weights, self.path)
+    file_io.atomic_save(self.model.save_weights, self.path)
     self.saved_step = step
 
   def on_train_end(self, logs=None):
@@ -207,11 +182,11 @@ class StepBackup(_EveryNSteps):
   def _on_interval(self, step: int, logs=None) -> None:
     if not self.enabled or (self.guard and not self.guard.healthy):
       return
-    tf.io.gfile.makedirs(self.backup_dir)
-    atomic_save(self.model.save_weights,
-                os.path.join(self.backup_dir, f"step-{step:09d}.weights.h5"))
+    file_io.makedirs(self.backup_dir)
+    file_io.atomic_save(self.model.save_weights,
+                        os.path.join(self.backup_dir, f"step-{step:09d}.weights.h5"))
     for _, old in self.backups()[self.KEEP:]:
-      tf.io.gfile.remove(old)
+      file_io.remove(old)
 
 
 class StepSummaries(_EveryNSteps):
@@ -366,7 +341,10 @@ def _setup(config: ExperimentConfig, model_dir: str, verbose: int) -> _Run:
   check_batch(config.task.train_data, strategy, "train_data")
   chief = distribute.is_chief(strategy)
   if chief:
-    tf.io.gfile.makedirs(model_dir)
+    file_io.makedirs(model_dir)
+    # What a killed run was writing (checkpoint, model.keras, a backup) under a temp name.
+    for path in file_io.clean_stale_temp_files(model_dir, os.path.join(model_dir, BACKUP_DIR)):
+      logging.info("Removed %s, left by a killed run", path)
     save_yaml(config, os.path.join(model_dir, "config.yaml"))
   # Only the chief prints progress: the workers' bars would say the same, interleaved.
   return _Run(config, model_dir, strategy, chief, verbose if chief else 0)
@@ -406,12 +384,15 @@ class TrainResult:
     steps: the optimizer step at the end (== trainer.train_steps).
     resumed_from: the step restored from a backup (0: started fresh).
     eval_metrics: the COCO metrics of the last evaluation in this process ({}: none).
+    already_trained: training had finished in an earlier process (model.keras and the
+      checkpoint at train_steps were there): nothing was trained or saved.
   """
   model: keras.Model
   history: dict[str, list[float]]
   steps: int
   resumed_from: int
   eval_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+  already_trained: bool = False
 
 
 def _callbacks(run: _Run, guard: NonFiniteLossGuard, backup: StepBackup,
@@ -432,6 +413,34 @@ def _callbacks(run: _Run, guard: NonFiniteLossGuard, backup: StepBackup,
   return cbs
 
 
+def _restore_finished(run: _Run, model: keras.Model) -> bool:
+  """Loads the checkpoint of a training that finished in this folder, if there is one.
+
+  Finished means: model.keras was written (that happens only after the last step) and the
+  checkpoint's optimizer step is trainer.train_steps. A run killed after that (during the
+  evaluation or the export) then goes straight to what is left instead of training again.
+  Anything else (no model.keras, a checkpoint of another length) leaves `model` as it was.
+  """
+  checkpoint = os.path.join(run.model_dir, CHECKPOINT_FILE)
+  if not (file_io.exists(os.path.join(run.model_dir, MODEL_FILE))
+          and file_io.exists(checkpoint)):
+    return False
+  variables = list(model.weights) + list(model.optimizer.variables)
+  before = [v.numpy() for v in variables]
+  try:
+    model.load_weights(checkpoint)
+  except (OSError, ValueError) as e:  # another architecture's checkpoint, say
+    logging.warning("Not resuming from %s (%s)", checkpoint, e)
+    step = -1
+  else:
+    step = _step(model)
+  if step == run.config.trainer.train_steps:
+    return True
+  for v, value in zip(variables, before):
+    v.assign(value)
+  return False
+
+
 def _fit(run: _Run, model: keras.Model, eval_input=None) -> TrainResult:
   """Restores the newest backup, then runs the fit calls of `fit_plan` to train_steps."""
   t = run.config.trainer
@@ -441,6 +450,11 @@ def _fit(run: _Run, model: keras.Model, eval_input=None) -> TrainResult:
   done = backup.restore(model)
   if done and run.verbose:
     print(f"Resuming from the backup at step {done} of {t.train_steps}")
+  if not done and _restore_finished(run, model):
+    if run.verbose:
+      print(f"Training finished earlier in {run.model_dir} (step {t.train_steps}): "
+            "going on with what is left")
+    return TrainResult(model, {}, t.train_steps, t.train_steps, already_trained=True)
   train_ds = _train_input(run)
   callbacks = _callbacks(run, guard, backup, eval_input)
   history: dict[str, list[float]] = {}
@@ -464,13 +478,12 @@ def _fit(run: _Run, model: keras.Model, eval_input=None) -> TrainResult:
 
 def _finish(run: _Run, result: TrainResult) -> None:
   """Chief: the final model file, then (only then) the backups go, as Keras' own
-  BackupAndRestore does: a later run in this folder starts afresh."""
-  if not run.chief:
+  BackupAndRestore does. A later run in this folder with the same train_steps finds the
+  training finished (`_restore_finished`); with other train_steps it starts afresh."""
+  if not run.chief or result.already_trained:
     return
-  save_model_atomic(result.model, os.path.join(run.model_dir, MODEL_FILE))
-  backup_dir = os.path.join(run.model_dir, BACKUP_DIR)
-  if tf.io.gfile.isdir(backup_dir):
-    tf.io.gfile.rmtree(backup_dir)
+  file_io.atomic_save(result.model.save, os.path.join(run.model_dir, MODEL_FILE))
+  file_io.remove(os.path.join(run.model_dir, BACKUP_DIR))
 
 
 def train(config: ExperimentConfig, model_dir: str, verbose: int = 1) -> TrainResult:

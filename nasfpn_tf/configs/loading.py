@@ -198,8 +198,6 @@ def override(config: _T, params: str | Mapping[str, Any]) -> _T:
 
 
 def save_yaml(config: Any, path: str) -> None:
-  """Writes `config` atomically (temp file, then rename)."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    yaml.safe_dump(to_dict(config), f, sort_keys=False)
-  os.replace(tmp, path)
+  """Writes `config` atomically (temp file, then rename), on any filesystem."""
+  from nasfpn_tf import file_io  # local: file_io imports TensorFlow, config loading does not
+  file_io.write_yaml(path, to_dict(config))
