@@ -4,7 +4,7 @@ Two families of functions:
 
 * SavedModel (`DetectionModule`): images of any size in, detections in the input image's own
   pixels out. `serve_images` takes a uint8 batch [B, H, W, 3], `serve_encoded` a batch of
-  JPEG/PNG/GIF/BMP bytes, `serve_raw` a preprocessed float batch (raw head outputs, for
+  JPEG/PNG/GIF/BMP/WebP bytes, `serve_raw` a preprocessed float batch (raw head outputs, for
   parity checks). Images are resized and padded inside the graph with the very function the
   training and evaluation pipelines use (`preprocess.resize_and_crop_image`), and the boxes
   are mapped back with its `image_info`.
@@ -36,8 +36,8 @@ DETECTION_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "n
 RAW_KEYS = ("cls_outputs", "box_outputs")
 # Signatures of every TFLite file, in this order.
 TFLITE_SIGNATURES = ("serving_default", "raw")
-# Leading bytes of the formats tf.io.decode_image reads (JPEG, PNG, GIF, BMP).
-_IMAGE_MAGICS = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+_FORMAT_NAMES = ", ".join(list(preprocess.IMAGE_FORMATS)[:-1]) + \
+    f" or {list(preprocess.IMAGE_FORMATS)[-1]}"
 
 Signature = tuple[Callable, list[tf.TensorSpec]]
 
@@ -77,7 +77,8 @@ def check_batch(images: tf.Tensor, what: str) -> tf.Tensor:
 
 
 def check_encoded(encoded: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-  """Asserts that a scalar string starts like a JPEG, PNG, GIF or BMP file; returns it.
+  """Asserts that a scalar string starts like a file of `preprocess.IMAGE_FORMATS` (JPEG, PNG,
+  GIF, BMP, WebP: what training reads too); returns it.
 
   decode_image would also fail on such bytes, but its message does not say which image of
   the batch was bad; this one does. The bytes themselves stay out of the message: an error
@@ -87,11 +88,14 @@ def check_encoded(encoded: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
     encoded: scalar string, one encoded image.
     index: its position in the batch (for the message).
   """
-  known = tf.reduce_any(tf.stack([tf.equal(tf.strings.substr(encoded, 0, len(m)), m)
-                                  for m in _IMAGE_MAGICS]))
+  def starts_like(signature) -> tf.Tensor:
+    return tf.reduce_all(tf.stack([tf.equal(tf.strings.substr(encoded, offset, len(magic)),
+                                            magic) for offset, magic in signature]))
+
+  known = tf.reduce_any(tf.stack([starts_like(s) for s in preprocess.IMAGE_FORMATS.values()]))
   check = tf.debugging.Assert(known, ["serve_encoded: image", index, "of the batch (",
-                                      tf.strings.length(encoded), "bytes) is not a JPEG, PNG, "
-                                      "GIF or BMP file"])
+                                      tf.strings.length(encoded), "bytes) is not a "
+                                      f"{_FORMAT_NAMES} file"])
   with tf.control_dependencies([check]):
     return tf.identity(encoded)
 
@@ -163,7 +167,7 @@ class DetectionModule:
     return self._preprocess_one(check_image(image, "serve_encoded: a decoded image"))
 
   def serve_encoded(self, encoded: tf.Tensor) -> dict:
-    """string [B] of JPEG/PNG/GIF/BMP bytes -> detections in each image's own pixels."""
+    """string [B] of JPEG/PNG/GIF/BMP/WebP bytes -> detections in each image's own pixels."""
     encoded = _ensure_shape(encoded, [None])
     check = tf.debugging.assert_positive(tf.size(encoded), message="serve_encoded: the batch "
                                          "holds no image")

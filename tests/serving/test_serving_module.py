@@ -105,6 +105,26 @@ def test_serving_functions_match_the_model_on_a_non_square_image(model):
     np.testing.assert_allclose(encoded[key][1], served[key][0], atol=1e-4)
 
 
+def test_serve_encoded_takes_every_format_training_reads(model):
+  # WebP used to pass the training checks and be refused by serve_encoded.
+  from nasfpn_tf.data import coco_reader
+  assert coco_reader._DECODABLE_FORMATS == tuple(preprocess.IMAGE_FORMATS)
+  assert "WEBP" in preprocess.IMAGE_FORMATS
+  image = np.random.default_rng(2).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+  module = detection_module.DetectionModule(model)
+  reference = module.serve_images(tf.constant(image[None]))
+  for name in preprocess.IMAGE_FORMATS:
+    buf = io.BytesIO()
+    # Lossless where the format has a choice, so every format decodes to the same pixels.
+    Image.fromarray(image).save(buf, format=name, **({"lossless": True} if name == "WEBP" else
+                                                     {"quality": 100} if name == "JPEG" else {}))
+    served = module.serve_encoded(tf.constant([buf.getvalue()]))
+    assert int(served["num_detections"][0]) == int(reference["num_detections"][0]), name
+    if name in ("PNG", "BMP", "WEBP"):   # lossless; JPEG and GIF (a palette) are not
+      np.testing.assert_allclose(served["detection_scores"], reference["detection_scores"],
+                                 atol=1e-5, err_msg=name)
+
+
 def test_bad_images_raise_clear_errors(model):
   module = detection_module.DetectionModule(model)
   signatures = module.signatures()
