@@ -38,7 +38,7 @@ from nasfpn_tf.data.diagnostics import inspect_training_data
 from nasfpn_tf.data.input_pipeline import build_dataset, coco_paths, raw_dataset
 from nasfpn_tf.evaluation import coco_evaluator
 from nasfpn_tf.modeling.factory import build_model
-from nasfpn_tf.optimization import build_optimizer
+from nasfpn_tf.optimization import build_optimizer, decay_in_loss
 
 MODEL_FILE = "model.keras"
 CHECKPOINT_FILE = "checkpoint.weights.h5"
@@ -305,6 +305,8 @@ def build_compiled_model(config: ExperimentConfig, strategy: tf.distribute.Strat
     sync_bn = strategy.num_replicas_in_sync > 1
   with strategy.scope():
     model = build_model(config.task.model, sync_bn=sync_bn)
+    if decay_in_loss(config.trainer):
+      model.l2_weight_decay = config.task.losses.l2_weight_decay
     optimizer = build_optimizer(config.trainer, config.task.train_data.global_batch_size,
                                 config.task.losses.l2_weight_decay)
     model.compile(optimizer=optimizer, jit_compile=config.runtime.jit_compile,
