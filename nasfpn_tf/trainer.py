@@ -27,6 +27,7 @@ import re
 from typing import Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -69,16 +70,32 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
   Keras' TerminateOnNaN stops as well, but `on_train_end` callbacks would still run on the
   diverged weights and overwrite the last good checkpoint. Put this callback first.
+
+  A step's loss is computed before its update, so the update of the last step with a finite
+  loss can itself leave non-finite weights: the savers call `weights_ok` before writing.
   """
 
   def __init__(self):
     super().__init__()
     self.bad_step: Optional[int] = None
     self.bad_loss: Optional[float] = None
+    self.reason = ""
 
   @property
   def healthy(self) -> bool:
     return self.bad_step is None
+
+  def _stop(self, step: int, loss: float, reason: str) -> None:
+    self.bad_step, self.bad_loss, self.reason = step, loss, reason
+    logging.error("%s at step %d: stopping, nothing is saved from here", reason, step)
+    self.model.stop_training = True
+
+  def weights_ok(self, model: keras.Model) -> bool:
+    """Whether training is healthy and `model`'s weights are all finite (else it stops)."""
+    if self.healthy and not all(np.isfinite(np.asarray(w)).all() for w in model.weights):
+      self.set_model(model)
+      self._stop(_step(model), float("nan"), "the weights became non-finite")
+    return self.healthy
 
   def on_train_batch_end(self, batch, logs=None):
     loss = (logs or {}).get("loss")
@@ -86,10 +103,7 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
       return
     loss = float(loss)
     if not math.isfinite(loss):
-      self.bad_step, self.bad_loss = _step(self.model), loss
-      logging.error("Loss is %s at step %d: stopping, nothing is saved from here", loss,
-                    self.bad_step)
-      self.model.stop_training = True
+      self._stop(_step(self.model), loss, f"loss {loss}")
 
 
 class _EveryNSteps(keras.callbacks.Callback):
@@ -123,7 +137,8 @@ class AtomicCheckpoint(_EveryNSteps):
     self.saved_step = -1
 
   def _on_interval(self, step: int, logs=None) -> None:
-    if not self.enabled or (self.guard and not self.guard.healthy) or step == self.saved_step:
+    if (not self.enabled or step == self.saved_step
+        or (self.guard and not self.guard.weights_ok(self.model))):
       return
     file_io.atomic_save(self.model.save_weights, self.path)
     self.saved_step = step
@@ -180,7 +195,7 @@ class StepBackup(_EveryNSteps):
     return 0
 
   def _on_interval(self, step: int, logs=None) -> None:
-    if not self.enabled or (self.guard and not self.guard.healthy):
+    if not self.enabled or (self.guard and not self.guard.weights_ok(self.model)):
       return
     file_io.makedirs(self.backup_dir)
     file_io.atomic_save(self.model.save_weights,
@@ -221,7 +236,7 @@ class GuardedCocoEval(coco_evaluator.CocoEvalCallback):
     self.guard = guard
 
   def on_epoch_end(self, epoch, logs=None):
-    if self.guard.healthy:
+    if self.guard.weights_ok(self.model):
       super().on_epoch_end(epoch, logs)
 
 
@@ -313,6 +328,19 @@ def build_compiled_model(config: ExperimentConfig, strategy: tf.distribute.Strat
                   steps_per_execution=config.runtime.steps_per_execution)
     model.optimizer.build(model.trainable_variables)
   return model
+
+
+def load_init_checkpoint(model: keras.Model, path: str) -> None:
+  """Loads the model weights of `path` (`.weights.h5` or `.keras`) as a starting point.
+
+  The optimizer keeps its fresh state: a checkpoint of another run also holds its optimizer
+  step and momenta, which would shift this run's schedule and end it past train_steps. (Model
+  Garden's init_checkpoint restores no optimizer either.)
+  """
+  fresh = [v.numpy() for v in model.optimizer.variables]
+  model.load_weights(path)
+  for variable, value in zip(model.optimizer.variables, fresh):
+    variable.assign(value)
 
 
 def ground_truth(data: DataConfig, info: SourceInfo):
@@ -469,7 +497,7 @@ def _fit(run: _Run, model: keras.Model, eval_input=None) -> TrainResult:
       history.setdefault(key, []).extend(float(v) for v in values)
     if not guard.healthy:
       raise TrainingDivergedError(
-          f"loss {guard.bad_loss} at step {guard.bad_step}; nothing was saved after the "
+          f"{guard.reason} at step {guard.bad_step}; nothing was saved after the "
           f"last good step. Last checkpoint: {os.path.join(run.model_dir, CHECKPOINT_FILE)}; "
           f"backups: {[p for _, p in backup.backups()]} (rerunning resumes from the newest: "
           "lower trainer.learning_rate.base_lr or add trainer.optimizer.clipnorm first)")
@@ -496,7 +524,7 @@ def train(config: ExperimentConfig, model_dir: str, verbose: int = 1) -> TrainRe
   run = _setup(config, model_dir, verbose)
   model = build_compiled_model(config, run.strategy)
   if config.task.init_checkpoint:
-    model.load_weights(config.task.init_checkpoint)
+    load_init_checkpoint(model, config.task.init_checkpoint)
   result = _fit(run, model)
   _finish(run, result)
   return result
@@ -519,7 +547,7 @@ def train_and_evaluate(config: ExperimentConfig, model_dir: str,
     model.load_weights(os.path.join(model_dir, CHECKPOINT_FILE))
     return _evaluate(model, eval_input, model_dir, config) if run.chief else {}
   if config.task.init_checkpoint:
-    model.load_weights(config.task.init_checkpoint)
+    load_init_checkpoint(model, config.task.init_checkpoint)
   result = _fit(run, model, eval_input)
   _finish(run, result)
   if eval_input is None:
