@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 from nasfpn_tf.serving import detection_module, export_lib
+from tensorflow.lite.python import schema_py_generated
+
+BUILTIN_OPS = {k for k in vars(schema_py_generated.BuiltinOperator) if k.isupper()}
 from serving_helpers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -44,11 +47,19 @@ def test_every_variant_runs_with_builtin_ops_only(detectors):
     assert detector.input_shape == (1, 128, 128, 3)
     expected = np.uint8 if variant == "full_int8" else np.float32
     assert detector.input_dtype == expected, variant
+    # The op list: TFLite builtins only (no CUSTOM, no Flex/select-TF ops, which a plain
+    # interpreter on a device cannot run). Private interpreter API: it fails loudly if renamed.
+    ops = {d["op_name"] for d in detector.interpreter._get_ops_details()}
+    assert ops and ops <= BUILTIN_OPS - {"CUSTOM"}, (variant, ops - BUILTIN_OPS)
+    assert "NON_MAX_SUPPRESSION_V4" in ops, variant   # the padded NMS is inside the file
     out = detector.detect(np.full((128, 128, 3), 127.0, np.float32))
     assert out["detection_boxes"].shape == (1, 100, 4)
     assert out["detection_scores"].shape == (1, 100)
     assert out["detection_classes"].dtype == np.int32
-    assert 0 <= int(out["num_detections"][0]) <= 100
+    # num_detections counts exactly the scored rows of the padded output.
+    n = int(out["num_detections"][0])
+    scores = out["detection_scores"][0]
+    assert np.all(scores[:n] > 0) and np.all(scores[n:] == 0), (variant, n, scores)
 
 
 def test_full_int8_network_is_quantized(detectors, export_dir):
