@@ -69,19 +69,21 @@ def read_text(path: str) -> str:
 
 
 def temp_path(path: str, keep_extension: bool = True) -> str:
-  """A fresh temporary name next to `path`.
+  """A fresh temporary name next to `path`, hidden (a leading dot).
 
-  "run/model.keras" -> "run/model.tmp-1234-0a1b2c3d.keras" (Keras requires the extension);
-  with keep_extension=False "data/train-00000-of-00004.tfrecord.tmp-1234-0a1b2c3d", so that a
-  glob for the final names ("train-*.tfrecord") cannot match a file being written.
+  "run/model.keras" -> "run/.model.tmp-1234-0a1b2c3d.keras" (Keras requires the extension);
+  with keep_extension=False "data/.train-00000-of-00004.tfrecord.tmp-1234-0a1b2c3d", so that a
+  glob for the final names ("train-*.tfrecord") cannot match a file being written. The final
+  name is never a prefix of the temporary one: ram:// takes any prefix of an existing name
+  for an existing file.
   """
   tag = f"{TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}"
-  if not keep_extension:
-    return path + tag
   folder, name = os.path.split(path)
-  lead = "." if name.startswith(".") else ""
-  stem, dot, ext = name[len(lead):].partition(".")
-  return os.path.join(folder, f"{lead}{stem}{tag}{dot}{ext}")
+  name = name[1:] if name.startswith(".") else name
+  if not keep_extension:
+    return os.path.join(folder, f".{name}{tag}")
+  stem, dot, ext = name.partition(".")
+  return os.path.join(folder, f".{stem}{tag}{dot}{ext}")
 
 
 def _fsync(path: str) -> None:
@@ -139,22 +141,16 @@ def atomic_save(save: Callable[[str], Any], path: str, keep_extension: bool = Tr
 
 
 def _move_dir(src: str, dst: str) -> None:
-  try:
-    tf.io.gfile.rename(src, dst)
-  except tf.errors.OpError:
-    # Filesystems without folder renames (TensorFlow's ram://): copy file by file, then
-    # delete. Not atomic, but `dst` is a name nothing reads until the export has finished.
-    for folder, _, files in tf.io.gfile.walk(src):
-      target = dst + folder[len(src):]   # (os.path.relpath would add '/.', which ram:// keeps)
-      tf.io.gfile.makedirs(target)
-      for name in files:
-        tf.io.gfile.copy(os.path.join(folder, name), os.path.join(target, name), overwrite=True)
-    remove(src)
+  # Local disks and gs:// rename folders (gs:// object by object). TensorFlow's in-memory
+  # ram:// does not (it renames the folder's entry and loses its files): no folders there.
+  if src.startswith("ram://"):
+    raise NotImplementedError(f"ram:// cannot rename the folder {src}")
+  tf.io.gfile.rename(src, dst)
 
 
 def _listed(path: str) -> bool:
-  # Whether the parent folder lists `path`: ram://'s exists() is true for any prefix of a
-  # name ("saved_model" while "saved_model.tmp-..." exists).
+  # Whether the parent folder lists `path`: ram://'s exists() is true for any prefix of an
+  # existing name.
   folder, name = os.path.split(path)
   return tf.io.gfile.isdir(folder) and name in [n.rstrip("/") for n in
                                                 tf.io.gfile.listdir(folder)]

@@ -119,7 +119,9 @@ def test_a_failed_rename_leaves_no_temp(folder, monkeypatch):
   assert _names(folder) == []
 
 
-def test_a_folder_replaces_the_previous_folder(folder):
+def test_a_folder_replaces_the_previous_folder(tmp_path):
+  # Local only: ram:// cannot rename folders (gs:// can); file_io refuses there.
+  folder = str(tmp_path)
   path = os.path.join(folder, "saved_model")
 
   def write(marker):
@@ -130,10 +132,6 @@ def test_a_folder_replaces_the_previous_folder(folder):
 
   file_io.atomic_save(write("one"), path)
   assert _names(folder) == ["saved_model"]
-  if not file_io.is_local(folder):
-    # ram:// renames no folders and its copy over a file that was removed appends to the old
-    # content, so a replacement cannot be checked there (GCS renames folders object by object).
-    return
   file_io.atomic_save(write("two"), path)
   assert _names(folder) == ["saved_model"]
   assert _names(path) == ["marker"]
@@ -141,10 +139,11 @@ def test_a_folder_replaces_the_previous_folder(folder):
 
 
 def test_temp_names(tmp_path):
-  assert file_io.temp_path("run/model.keras").startswith(f"run/model.tmp-{os.getpid()}-")
+  assert file_io.temp_path("run/model.keras").startswith(f"run/.model.tmp-{os.getpid()}-")
   assert file_io.temp_path("run/model.keras").endswith(".keras")
   shard = file_io.temp_path("d/train-00000-of-00004.tfrecord", keep_extension=False)
-  assert shard.startswith("d/train-00000-of-00004.tfrecord.tmp-")
+  assert shard.startswith("d/.train-00000-of-00004.tfrecord.tmp-")
+  assert not shard.endswith(".tfrecord")
   assert file_io.temp_path("a/b") != file_io.temp_path("a/b")
 
 
@@ -204,3 +203,15 @@ def test_kill_during_a_write_then_cleanup(tmp_path):
   assert sorted(os.listdir(tmp_path)) == sorted(["model.keras", os.path.basename(tmp)])
   assert file_io.clean_stale_temp_files(str(tmp_path)) == [tmp]
   assert os.listdir(tmp_path) == ["model.keras"] and path.read_text() == "good"
+
+
+def test_ram_folders_are_refused_not_lost():
+  folder = f"ram://dirs_{uuid.uuid4().hex}"
+
+  def save(tmp):
+    file_io.makedirs(tmp)
+    file_io.write_text(os.path.join(tmp, "marker"), "x")
+
+  with pytest.raises(NotImplementedError, match="ram:// cannot rename the folder"):
+    file_io.atomic_save(save, os.path.join(folder, "saved_model"))
+  assert _names(folder) == []
