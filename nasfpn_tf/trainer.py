@@ -72,7 +72,8 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
   diverged weights and overwrite the last good checkpoint. Put this callback first.
 
   A step's loss is computed before its update, so the update of the last step with a finite
-  loss can itself leave non-finite weights: the savers call `weights_ok` before writing.
+  loss can itself leave non-finite weights: the savers call `weights_ok` before writing, on
+  every worker (the weights are the same everywhere, so all workers stop at the same step).
   """
 
   def __init__(self):
@@ -90,9 +91,13 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
     logging.error("%s at step %d: stopping, nothing is saved from here", reason, step)
     self.model.stop_training = True
 
+  @staticmethod
+  def weights_finite(model: keras.Model) -> bool:
+    return all(np.isfinite(np.asarray(w)).all() for w in model.weights)
+
   def weights_ok(self, model: keras.Model) -> bool:
     """Whether training is healthy and `model`'s weights are all finite (else it stops)."""
-    if self.healthy and not all(np.isfinite(np.asarray(w)).all() for w in model.weights):
+    if self.healthy and not self.weights_finite(model):
       self.set_model(model)
       self._stop(_step(model), float("nan"), "the weights became non-finite")
     return self.healthy
@@ -137,8 +142,9 @@ class AtomicCheckpoint(_EveryNSteps):
     self.saved_step = -1
 
   def _on_interval(self, step: int, logs=None) -> None:
-    if (not self.enabled or step == self.saved_step
-        or (self.guard and not self.guard.weights_ok(self.model))):
+    # The guard first, on every worker: stopping must not depend on being the chief.
+    if (self.guard and not self.guard.weights_ok(self.model)) or not self.enabled \
+        or step == self.saved_step:
       return
     file_io.atomic_save(self.model.save_weights, self.path)
     self.saved_step = step
@@ -195,7 +201,7 @@ class StepBackup(_EveryNSteps):
     return 0
 
   def _on_interval(self, step: int, logs=None) -> None:
-    if not self.enabled or (self.guard and not self.guard.weights_ok(self.model)):
+    if (self.guard and not self.guard.weights_ok(self.model)) or not self.enabled:
       return
     file_io.makedirs(self.backup_dir)
     file_io.atomic_save(self.model.save_weights,
@@ -236,7 +242,9 @@ class GuardedCocoEval(coco_evaluator.CocoEvalCallback):
     self.guard = guard
 
   def on_epoch_end(self, epoch, logs=None):
-    if self.guard.weights_ok(self.model):
+    # Runs on the chief only, so it skips but does not stop (the workers would wait for it):
+    # the next checkpoint or backup, on every worker, stops training.
+    if self.guard.healthy and self.guard.weights_finite(self.model):
       super().on_epoch_end(epoch, logs)
 
 
