@@ -157,8 +157,7 @@ def _draw(config) -> None:
   elif m.decoder.num_repeats > 1:
     title += " (one repeat drawn)"
   path = FLAGS.output or os.path.join(FLAGS.model_dir, "architecture.png")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  draw_architecture(spec, path, title=title)
+  draw_architecture(spec, path, title=title)  # creates the folder
   print(f"{title}: {path}")
 
 

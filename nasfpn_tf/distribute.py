@@ -17,6 +17,7 @@ import json
 import os
 from typing import Callable, Optional
 
+import keras
 import tensorflow as tf
 from absl import logging
 from keras import tree
@@ -26,6 +27,25 @@ from nasfpn_tf.configs.experiment import RuntimeConfig
 # MultiWorkerMirroredStrategy and TPU initialisation may happen only once per process, so
 # repeated trainings in one process (tests, the search) reuse the first instance.
 _SINGLETONS: dict[tuple, tf.distribute.Strategy] = {}
+
+
+def private_attr(obj, name: str):
+  """`obj.<name>`, a private TensorFlow/Keras name this module depends on.
+
+  A `getattr` with a default would go on silently with the wrong answer if a new version
+  renamed it (with `_in_multi_worker_mode` gone, every worker would think itself alone and
+  write the chief's files); this fails loudly instead.
+
+  Raises:
+    RuntimeError: `name` is missing, naming it and the installed versions.
+  """
+  try:
+    return getattr(obj, name)
+  except AttributeError:
+    raise RuntimeError(
+        f"{type(obj).__name__}.{name} does not exist in TensorFlow {tf.__version__} / Keras "
+        f"{keras.__version__}; nasfpn_tf.distribute depends on this private name: use the "
+        "versions setup.cfg names") from None
 
 
 def ensure_logical_cpus(count: int) -> None:
@@ -84,7 +104,7 @@ def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
   if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return False
   # Private, but it is exactly what keras/src/backend/tensorflow/trainer.py tests.
-  return bool(getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)())
+  return bool(private_attr(strategy.extended, "_in_multi_worker_mode")())
 
 
 def uses_per_worker_datasets(strategy: tf.distribute.Strategy) -> bool:
@@ -160,18 +180,20 @@ class DistributedFitMixin:
      taken on them (stopping on a NaN loss) identical across workers.
 
   Everything else (the step itself, callbacks, progress bar) is Keras' own, so there is one
-  training code for every strategy. Mix in before `keras.Model`.
+  training code for every strategy. Mix in before `keras.Model`. The private Keras names used
+  are read with `private_attr` (an error if missing), and the overridden hook is checked to
+  exist in Keras when this module is imported (an override of a renamed hook would never run).
   """
 
   def _needs_data_to_build(self) -> bool:
     """Whether Keras' symbolic build has anything to learn from a batch: an unbuilt model
     (once built, every layer on its call path is too; a layer off it, such as the detection
     generator, would not be built by a symbolic call either) or compiled losses/metrics."""
-    compiled = [getattr(self, "_compile_metrics", None), getattr(self, "_compile_loss", None)]
+    compiled = [private_attr(self, "_compile_metrics"), private_attr(self, "_compile_loss")]
     return not self.built or any(part is not None and not part.built for part in compiled)
 
   def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-    if getattr(self, "_distribute_strategy", None) is None:
+    if private_attr(self, "_distribute_strategy") is None:
       # No strategy at build time: Keras builds lazily and draws no batch; keep that.
       return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
     if not self._needs_data_to_build():
@@ -199,3 +221,7 @@ class DistributedFitMixin:
 
   def test_step(self, data):
     return self._worker_reducible_logs(super().test_step(data))
+
+
+# A renamed Keras hook would leave the override above unused, and multi-worker fit broken.
+private_attr(keras.Model, "_maybe_symbolic_build")

@@ -57,20 +57,27 @@ def build_schedule(config: LearningRateConfig, global_batch_size: int, train_ste
   return WarmupSchedule(after, config.warmup_steps, warmup_lr)
 
 
+def decay_in_loss(config: TrainerConfig) -> bool:
+  """Whether `task.losses.l2_weight_decay` goes into the loss (Model Garden: SGD, Adam) or is
+  AdamW's decoupled decay (AdamW's definition)."""
+  return config.optimizer.type != "adamw"
+
+
 def build_optimizer(config: TrainerConfig, global_batch_size: int,
                     weight_decay: float = 1e-4) -> keras.optimizers.Optimizer:
-  """SGD with momentum (default), Adam or AdamW, with decoupled weight decay that
-  skips batch-norm parameters and biases (decaying them only hurts)."""
+  """SGD with momentum (default), Adam or AdamW.
+
+  `weight_decay` is used by AdamW only, as its decoupled decay (skipping batch-norm
+  parameters and biases); for SGD and Adam it is an l2 term of the loss, as in Model Garden
+  (`RetinaNetModel.l2_weight_decay`), so that it goes through momentum like the gradient.
+  """
   schedule = build_schedule(config.learning_rate, global_batch_size, config.train_steps)
   opt = config.optimizer
-  common = {"learning_rate": schedule, "weight_decay": weight_decay or None,
-            "clipnorm": opt.clipnorm}
+  common = {"learning_rate": schedule, "clipnorm": opt.clipnorm}
   if opt.type == "sgd":
-    optimizer = keras.optimizers.SGD(momentum=opt.momentum, **common)
-  elif opt.type == "adam":
-    optimizer = keras.optimizers.Adam(**common)
-  else:
-    optimizer = keras.optimizers.AdamW(**common)
-  if weight_decay:
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return keras.optimizers.SGD(momentum=opt.momentum, **common)
+  if opt.type == "adam":
+    return keras.optimizers.Adam(**common)
+  optimizer = keras.optimizers.AdamW(weight_decay=weight_decay, **common)
+  optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
   return optimizer

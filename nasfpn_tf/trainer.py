@@ -7,7 +7,10 @@ TPU) trains through the same `model.fit` call; `distribute.py` says which input 
 Fault tolerance: every `trainer.backup_interval` steps the chief writes the weights and the
 optimizer state (its step counter included) to `model_dir/backup/` atomically. A killed run
 restarted with the same command restores the newest readable backup and resumes at exactly that
-step, mid-epoch included, and stops at `trainer.train_steps`. A non-finite loss stops training
+step, mid-epoch included, and stops at `trainer.train_steps`; a run killed after training
+finished (during the evaluation or export) trains nothing when restarted and goes on with
+what is left. Files are written through `file_io` (temp name, then rename), and the temp
+files of a killed run are removed when the next one starts. A non-finite loss stops training
 before anything is written from the broken weights: the last checkpoint and backups stay the
 last good ones, and `TrainingDivergedError` says where they are.
 
@@ -22,13 +25,14 @@ import errno
 import math
 import os
 import re
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from nasfpn_tf import checkpoint_import, distribute
+from nasfpn_tf import checkpoint_import, distribute, file_io
 from nasfpn_tf.configs.experiment import ConfigError, DataConfig, ExperimentConfig
 from nasfpn_tf.configs.loading import save_yaml
 from nasfpn_tf.data.coco_reader import SourceInfo
@@ -36,7 +40,7 @@ from nasfpn_tf.data.diagnostics import inspect_training_data
 from nasfpn_tf.data.input_pipeline import build_dataset, coco_paths, raw_dataset
 from nasfpn_tf.evaluation import coco_evaluator
 from nasfpn_tf.modeling.factory import build_model
-from nasfpn_tf.optimization import build_optimizer
+from nasfpn_tf.optimization import build_optimizer, decay_in_loss
 
 MODEL_FILE = "model.keras"
 CHECKPOINT_FILE = "checkpoint.weights.h5"
@@ -47,34 +51,6 @@ SUMMARY_INTERVAL = 50
 
 class TrainingDivergedError(FloatingPointError):
   """The loss became NaN or infinite; nothing was saved from the diverged weights."""
-
-
-# ----------------------------------------------------------------------------- atomic files
-
-def _fsync(path: str) -> None:
-  # A rename is only as durable as the data renamed: flush it first (local files only).
-  if "://" not in path:
-    with open(path, "rb") as f:
-      os.fsync(f.fileno())
-
-
-def atomic_save(save: Callable[[str], None], path: str) -> None:
-  """Calls `save(tmp)` on a temporary name next to `path`, then renames it to `path`.
-
-  The temporary name keeps the extension Keras requires (`.weights.h5`, `.keras`). A process
-  killed during `save` leaves `path` as it was. `tf.io.gfile` makes this work for `gs://`
-  model folders too (where one object write is atomic, and the rename a copy).
-  """
-  folder, name = os.path.split(path)
-  stem, dot, ext = name.partition(".")
-  tmp = os.path.join(folder, f"{stem}.tmp-{os.getpid()}{dot}{ext}")
-  save(tmp)
-  _fsync(tmp)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-def save_model_atomic(model: keras.Model, path: str) -> None:
-  atomic_save(model.save, path)
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -95,16 +71,37 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
   Keras' TerminateOnNaN stops as well, but `on_train_end` callbacks would still run on the
   diverged weights and overwrite the last good checkpoint. Put this callback first.
+
+  A step's loss is computed before its update, so the update of the last step with a finite
+  loss can itself leave non-finite weights: the savers call `weights_ok` before writing, on
+  every worker (the weights are the same everywhere, so all workers stop at the same step).
   """
 
   def __init__(self):
     super().__init__()
     self.bad_step: Optional[int] = None
     self.bad_loss: Optional[float] = None
+    self.reason = ""
 
   @property
   def healthy(self) -> bool:
     return self.bad_step is None
+
+  def _stop(self, step: int, loss: float, reason: str) -> None:
+    self.bad_step, self.bad_loss, self.reason = step, loss, reason
+    logging.error("%s at step %d: stopping, nothing is saved from here", reason, step)
+    self.model.stop_training = True
+
+  @staticmethod
+  def weights_finite(model: keras.Model) -> bool:
+    return all(np.isfinite(np.asarray(w)).all() for w in model.weights)
+
+  def weights_ok(self, model: keras.Model) -> bool:
+    """Whether training is healthy and `model`'s weights are all finite (else it stops)."""
+    if self.healthy and not self.weights_finite(model):
+      self.set_model(model)
+      self._stop(_step(model), float("nan"), "the weights became non-finite")
+    return self.healthy
 
   def on_train_batch_end(self, batch, logs=None):
     loss = (logs or {}).get("loss")
@@ -112,10 +109,7 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
       return
     loss = float(loss)
     if not math.isfinite(loss):
-      self.bad_step, self.bad_loss = _step(self.model), loss
-      logging.error("Loss is %s at step %d: stopping, nothing is saved from here", loss,
-                    self.bad_step)
-      self.model.stop_training = True
+      self._stop(_step(self.model), loss, f"loss {loss}")
 
 
 class _EveryNSteps(keras.callbacks.Callback):
@@ -149,9 +143,11 @@ class AtomicCheckpoint(_EveryNSteps):
     self.saved_step = -1
 
   def _on_interval(self, step: int, logs=None) -> None:
-    if not self.enabled or (self.guard and not self.guard.healthy) or step == self.saved_step:
+    # The guard first, on every worker: stopping must not depend on being the chief.
+    if (self.guard and not self.guard.weights_ok(self.model)) or not self.enabled \
+        or step == self.saved_step:
       return
-    atomic_save(self.model.save_weights, self.path)
+    file_io.atomic_save(self.model.save_weights, self.path)
     self.saved_step = step
 
   def on_train_end(self, logs=None):
@@ -206,13 +202,13 @@ class StepBackup(_EveryNSteps):
     return 0
 
   def _on_interval(self, step: int, logs=None) -> None:
-    if not self.enabled or (self.guard and not self.guard.healthy):
+    if (self.guard and not self.guard.weights_ok(self.model)) or not self.enabled:
       return
-    tf.io.gfile.makedirs(self.backup_dir)
-    atomic_save(self.model.save_weights,
-                os.path.join(self.backup_dir, f"step-{step:09d}.weights.h5"))
+    file_io.makedirs(self.backup_dir)
+    file_io.atomic_save(self.model.save_weights,
+                        os.path.join(self.backup_dir, f"step-{step:09d}.weights.h5"))
     for _, old in self.backups()[self.KEEP:]:
-      tf.io.gfile.remove(old)
+      file_io.remove(old)
 
 
 class StepSummaries(_EveryNSteps):
@@ -273,7 +269,9 @@ class GuardedCocoEval(coco_evaluator.CocoEvalCallback):
     self.guard = guard
 
   def on_epoch_end(self, epoch, logs=None):
-    if self.guard.healthy:
+    # Runs on the chief only, so it skips but does not stop (the workers would wait for it):
+    # the next checkpoint or backup, on every worker, stops training.
+    if self.guard.healthy and self.guard.weights_finite(self.model):
       super().on_epoch_end(epoch, logs)
 
 
@@ -363,12 +361,27 @@ def build_compiled_model(config: ExperimentConfig, strategy: tf.distribute.Strat
     sync_bn = strategy.num_replicas_in_sync > 1
   with strategy.scope():
     model = build_model(config.task.model, sync_bn=sync_bn)
+    if decay_in_loss(config.trainer):
+      model.l2_weight_decay = config.task.losses.l2_weight_decay
     optimizer = build_optimizer(config.trainer, config.task.train_data.global_batch_size,
                                 config.task.losses.l2_weight_decay)
     model.compile(optimizer=optimizer, jit_compile=config.runtime.jit_compile,
                   steps_per_execution=config.runtime.steps_per_execution)
     model.optimizer.build(model.trainable_variables)
   return model
+
+
+def load_init_checkpoint(model: keras.Model, path: str) -> None:
+  """Loads the model weights of `path` (`.weights.h5` or `.keras`) as a starting point.
+
+  The optimizer keeps its fresh state: a checkpoint of another run also holds its optimizer
+  step and momenta, which would shift this run's schedule and end it past train_steps. (Model
+  Garden's init_checkpoint restores no optimizer either.)
+  """
+  fresh = [v.numpy() for v in model.optimizer.variables]
+  model.load_weights(path)
+  for variable, value in zip(model.optimizer.variables, fresh):
+    variable.assign(value)
 
 
 def ground_truth(data: DataConfig, info: SourceInfo):
@@ -408,7 +421,11 @@ def _write_config(run: _Run) -> None:
   """The first write into MODEL_DIR: called once the inputs were read and found usable, so
   that a bad input leaves the folder as it was."""
   if run.chief:
-    tf.io.gfile.makedirs(run.model_dir)
+    file_io.makedirs(run.model_dir)
+    # What a killed run was writing (checkpoint, model.keras, a backup) under a temp name.
+    for path in file_io.clean_stale_temp_files(run.model_dir,
+                                               os.path.join(run.model_dir, BACKUP_DIR)):
+      logging.info("Removed %s, left by a killed run", path)
     save_yaml(run.config, os.path.join(run.model_dir, "config.yaml"))
 
 
@@ -446,12 +463,15 @@ class TrainResult:
     steps: the optimizer step at the end (== trainer.train_steps).
     resumed_from: the step restored from a backup (0: started fresh).
     eval_metrics: the COCO metrics of the last evaluation in this process ({}: none).
+    already_trained: training had finished in an earlier process (model.keras and the
+      checkpoint at train_steps were there): nothing was trained or saved.
   """
   model: keras.Model
   history: dict[str, list[float]]
   steps: int
   resumed_from: int
   eval_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+  already_trained: bool = False
 
 
 def _callbacks(run: _Run, guard: NonFiniteLossGuard, backup: StepBackup,
@@ -472,6 +492,34 @@ def _callbacks(run: _Run, guard: NonFiniteLossGuard, backup: StepBackup,
   return cbs + list(extra)
 
 
+def _restore_finished(run: _Run, model: keras.Model) -> bool:
+  """Loads the checkpoint of a training that finished in this folder, if there is one.
+
+  Finished means: model.keras was written (that happens only after the last step) and the
+  checkpoint's optimizer step is trainer.train_steps. A run killed after that (during the
+  evaluation or the export) then goes straight to what is left instead of training again.
+  Anything else (no model.keras, a checkpoint of another length) leaves `model` as it was.
+  """
+  checkpoint = os.path.join(run.model_dir, CHECKPOINT_FILE)
+  if not (file_io.exists(os.path.join(run.model_dir, MODEL_FILE))
+          and file_io.exists(checkpoint)):
+    return False
+  variables = list(model.weights) + list(model.optimizer.variables)
+  before = [v.numpy() for v in variables]
+  try:
+    model.load_weights(checkpoint)
+  except (OSError, ValueError) as e:  # another architecture's checkpoint, say
+    logging.warning("Not resuming from %s (%s)", checkpoint, e)
+    step = -1
+  else:
+    step = _step(model)
+  if step == run.config.trainer.train_steps:
+    return True
+  for v, value in zip(variables, before):
+    v.assign(value)
+  return False
+
+
 def _fit(run: _Run, model: keras.Model, train_ds, eval_input=None,
          extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
   """Restores the newest backup, then runs the fit calls of `fit_plan` to train_steps."""
@@ -482,6 +530,11 @@ def _fit(run: _Run, model: keras.Model, train_ds, eval_input=None,
   done = backup.restore(model)
   if done and run.verbose:
     print(f"Resuming from the backup at step {done} of {t.train_steps}")
+  if not done and _restore_finished(run, model):
+    if run.verbose:
+      print(f"Training finished earlier in {run.model_dir} (step {t.train_steps}): "
+            "going on with what is left")
+    return TrainResult(model, {}, t.train_steps, t.train_steps, already_trained=True)
   callbacks = _callbacks(run, guard, backup, eval_input, extra_callbacks)
   history: dict[str, list[float]] = {}
   steps_per_epoch = min(t.validation_interval, t.train_steps)
@@ -493,7 +546,7 @@ def _fit(run: _Run, model: keras.Model, train_ds, eval_input=None,
       history.setdefault(key, []).extend(float(v) for v in values)
     if not guard.healthy:
       raise TrainingDivergedError(
-          f"loss {guard.bad_loss} at step {guard.bad_step}; nothing was saved after the "
+          f"{guard.reason} at step {guard.bad_step}; nothing was saved after the "
           f"last good step. Last checkpoint: {os.path.join(run.model_dir, CHECKPOINT_FILE)}; "
           f"backups: {[p for _, p in backup.backups()]} (rerunning resumes from the newest: "
           "lower trainer.learning_rate.base_lr or add trainer.optimizer.clipnorm first)")
@@ -504,13 +557,12 @@ def _fit(run: _Run, model: keras.Model, train_ds, eval_input=None,
 
 def _finish(run: _Run, result: TrainResult) -> None:
   """Chief: the final model file, then (only then) the backups go, as Keras' own
-  BackupAndRestore does: a later run in this folder starts afresh."""
-  if not run.chief:
+  BackupAndRestore does. A later run in this folder with the same train_steps finds the
+  training finished (`_restore_finished`); with other train_steps it starts afresh."""
+  if not run.chief or result.already_trained:
     return
-  save_model_atomic(result.model, os.path.join(run.model_dir, MODEL_FILE))
-  backup_dir = os.path.join(run.model_dir, BACKUP_DIR)
-  if tf.io.gfile.isdir(backup_dir):
-    tf.io.gfile.rmtree(backup_dir)
+  file_io.atomic_save(result.model.save, os.path.join(run.model_dir, MODEL_FILE))
+  file_io.remove(os.path.join(run.model_dir, BACKUP_DIR))
 
 
 def _preflight_init_checkpoint(config: ExperimentConfig) -> None:
@@ -520,9 +572,13 @@ def _preflight_init_checkpoint(config: ExperimentConfig) -> None:
 
 
 def _init_from_checkpoint(model, config: ExperimentConfig, verbose: int) -> None:
-  if config.task.init_checkpoint:
-    checkpoint_import.initialize(model, config.task.init_checkpoint,
-                                 config.task.init_checkpoint_modules, verbose)
+  path = config.task.init_checkpoint
+  if not path:
+    return
+  if path.endswith((".weights.h5", ".keras")):
+    load_init_checkpoint(model, path)   # weights only: the optimizer starts fresh
+  else:
+    checkpoint_import.initialize(model, path, config.task.init_checkpoint_modules, verbose)
 
 
 def train(config: ExperimentConfig, model_dir: str, verbose: int = 1) -> TrainResult:

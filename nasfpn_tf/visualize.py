@@ -7,6 +7,7 @@ build order, outputs on the right. `draw_detections` draws boxes on an image.
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Mapping, Optional, Sequence
 
@@ -19,6 +20,7 @@ from matplotlib import patheffects  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
+from nasfpn_tf import file_io  # noqa: E402
 from nasfpn_tf.architecture_spec import (ArchitectureSpec, cell_input_plan,  # noqa: E402
                                          parse_spec)
 
@@ -28,13 +30,15 @@ _EXTRA_COLOR = "#555555"
 
 
 def save_figure_atomic(fig, path: str, dpi: int = 120) -> None:
-  """Saves a figure to a temp name, then renames: a killed job never leaves half a PNG."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-  fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+  """Saves a figure as PNG through `file_io` (temp name, then rename; any filesystem): a
+  killed job never leaves half a PNG. Creates the folder."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, dpi=dpi, bbox_inches="tight", format="png")
   plt.close(fig)
-  os.replace(tmp, path)
+  folder = os.path.dirname(path)
+  if folder:
+    file_io.makedirs(folder)
+  file_io.write_bytes(path, buffer.getvalue())
 
 
 def _node_positions(spec: ArchitectureSpec) -> list[tuple[float, float]]:

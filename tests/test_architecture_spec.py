@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -167,5 +168,5 @@ def test_spec_file_errors_name_the_file(tmp_path):
 
 def test_specs_are_hashable_values():
   assert len({parse_spec("nasfpn"), parse_spec("nasfpn"), parse_spec("fpn")}) == 2
-  with pytest.raises(Exception):
-    parse_spec("nasfpn").cells[0].level = 5  # frozen
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    parse_spec("nasfpn").cells[0].level = 5

@@ -4,6 +4,8 @@ import numpy as np
 from PIL import Image
 
 from nasfpn_tf.configs.loading import load_config
+from nasfpn_tf.data import preprocess
+from nasfpn_tf.evaluation.coco_evaluator import to_original_frame
 from nasfpn_tf.evaluation.detection_samples import predict_image, write_detection_samples
 from nasfpn_tf.modeling.factory import build_model
 from nasfpn_tf.serving.detection_module import DetectionModule
@@ -20,12 +22,21 @@ def _tiny_config(tmp_path):
 
 
 def test_predict_image_maps_boxes_to_the_image(tmp_path):
+  # Score threshold 0: an untrained model detects something, so the boxes are checked.
   config = _tiny_config(tmp_path)
+  config.task.model.detection.score_threshold = 0.0
   model = build_model(config.task.model)
   image = np.random.default_rng(0).integers(0, 255, (96, 120, 3), dtype=np.uint8)
   det = predict_image(DetectionModule(model), image)
   n = int(det["num_detections"])
-  assert det["detection_boxes"].shape[-1] == 4
+  assert n == config.task.model.detection.max_detections
+  # The same detections as the model on the preprocessed image, mapped back to its pixels.
+  resized, info = preprocess.resize_and_crop_image(image, model.input_size)
+  ref = model.detect(resized[None])
+  expected = to_original_frame(np.asarray(ref["detection_boxes"][0, :n]), info.numpy())
+  np.testing.assert_allclose(det["detection_boxes"][:n], expected, atol=1e-3)
+  np.testing.assert_allclose(det["detection_scores"][:n], np.asarray(ref["detection_scores"][0]),
+                             atol=1e-6)
   boxes = det["detection_boxes"][:n]
   assert np.all(boxes[:, [0, 2]] <= 96 + 1e-3) and np.all(boxes[:, [1, 3]] <= 120 + 1e-3)
 

@@ -112,10 +112,21 @@ def read_yaml(path: str) -> dict[str, Any]:
   return data
 
 
+def _read_text(path: str) -> str:
+  if "://" in path:   # a bucket (gs://...): MODEL_DIR/config.yaml of a run there
+    from nasfpn_tf import file_io  # local: file_io imports TensorFlow
+    import tensorflow as tf
+    try:
+      return file_io.read_text(path)
+    except tf.errors.OpError as e:
+      raise OSError(0, e.message or type(e).__name__) from None
+  with open(path) as f:
+    return f.read()
+
+
 def _read_mapping(path: str) -> dict[str, Any]:
   try:
-    with open(path) as f:
-      data = yaml.safe_load(f)
+    data = yaml.safe_load(_read_text(path))
   except OSError as e:
     raise ConfigError("config_file", f"cannot read {path}: {e.strerror}") from None
   except yaml.YAMLError as e:
@@ -198,8 +209,6 @@ def override(config: _T, params: str | Mapping[str, Any]) -> _T:
 
 
 def save_yaml(config: Any, path: str) -> None:
-  """Writes `config` atomically (temp file, then rename)."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    yaml.safe_dump(to_dict(config), f, sort_keys=False)
-  os.replace(tmp, path)
+  """Writes `config` atomically (temp file, then rename), on any filesystem."""
+  from nasfpn_tf import file_io  # local: file_io imports TensorFlow, config loading does not
+  file_io.write_yaml(path, to_dict(config))

@@ -30,6 +30,8 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from nasfpn_tf.data.preprocess import IMAGE_FORMATS
+
 _REQUIRED_KEYS = ("images", "annotations", "categories")
 # COCO boxes are floats; a box spilling over the image border by up to this many pixels is
 # rounding noise and is clipped, beyond it the box is wrong.
@@ -39,7 +41,7 @@ _MAX_LOGGED_PER_REASON = 20
 _HEADER_READ_THREADS = 8
 # PIL formats that tf.io.decode_image can decode; PIL opens more (TIFF, ...) that would only
 # fail later, in the middle of training.
-_DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+_DECODABLE_FORMATS = tuple(IMAGE_FORMATS)
 ON_BAD_CHOICES = ("skip", "error")
 
 

@@ -17,6 +17,17 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+# The encoded image formats tf.io.decode_image reads, by PIL's name for them, each with the
+# (offset, bytes) pairs its files start with. One list for every reader: training checks image
+# files against it (coco_reader), serve_encoded checks the bytes it is sent.
+IMAGE_FORMATS = {
+    "JPEG": ((0, b"\xff\xd8\xff"),),
+    "PNG": ((0, b"\x89PNG"),),
+    "GIF": ((0, b"GIF8"),),
+    "BMP": ((0, b"BM"),),
+    "WEBP": ((0, b"RIFF"), (8, b"WEBP")),
+}
+
 
 # Each random op gets its own op seed derived from the caller's seed: two ops with the same op
 # seed draw identical numbers, so passing one seed to both functions would correlate the flip

@@ -20,15 +20,17 @@ Example:
   annotation_file, image_dir = ensure_shapes_dataset("~/.cache/nasfpn_tf/shapes", "train", 600)
 """
 
+import io
 import json
 import os
-import tempfile
 import zlib
 
 from absl import logging
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
+
+from nasfpn_tf import file_io
 
 # Category ids are 1..5 in this order (0 stays free for "background", as in COCO).
 CLASS_NAMES = ("circle", "rectangle", "triangle", "ring", "star")
@@ -261,8 +263,10 @@ def render_image(seed: int, split: str, index: int, image_size: int = 256
   return np.clip(np.round(pixels), 0, 255).astype(np.uint8), objects
 
 
-def _save_jpeg(pixels: np.ndarray, path: str) -> None:
-  Image.fromarray(pixels).save(path, format="JPEG", quality=95, subsampling=0)
+def _jpeg_bytes(pixels: np.ndarray) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format="JPEG", quality=95, subsampling=0)
+  return buffer.getvalue()
 
 
 def _paths(root: str, split: str, image_size: int, seed: int) -> tuple[str, str]:
@@ -271,23 +275,6 @@ def _paths(root: str, split: str, image_size: int, seed: int) -> tuple[str, str]
   root = os.path.expanduser(root)
   tag = f"{split}_seed{int(seed)}_{int(image_size)}px"
   return (os.path.join(root, "annotations", f"instances_{tag}.json"), os.path.join(root, tag))
-
-
-def _write_atomically(path: str, write_fn, suffix: str) -> None:
-  # Write to a temp file in the same folder, then rename: readers (or a concurrent
-  # generator) never see a half-written file.
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp_", suffix=suffix)
-  os.close(fd)
-  try:
-    write_fn(tmp)
-    # mkstemp makes the file owner-only; a dataset is meant to be shared like any other file.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def _generation_params(split: str, num_images: int, image_size: int, seed: int) -> dict:
@@ -299,7 +286,7 @@ def generate_shapes_dataset(root: str, split: str, num_images: int, image_size: 
                             seed: int = 0, progress: bool = True) -> tuple[str, str]:
   """Generates (or regenerates) one split of the shapes dataset in COCO format.
 
-  Images are written first and the annotation json last (temp name + os.replace), so a
+  Images are written first and the annotation json last (temp name + rename), so a
   killed generation leaves no json and `ensure_shapes_dataset` starts over.
 
   Args:
@@ -317,8 +304,8 @@ def generate_shapes_dataset(root: str, split: str, num_images: int, image_size: 
   if num_images < 1 or image_size < 32:
     raise ValueError(f"need num_images >= 1 and image_size >= 32, got {num_images}, {image_size}")
   annotation_file, image_dir = _paths(root, split, image_size, seed)
-  os.makedirs(os.path.dirname(annotation_file), exist_ok=True)
-  os.makedirs(image_dir, exist_ok=True)
+  file_io.makedirs(os.path.dirname(annotation_file))
+  file_io.makedirs(image_dir)
   images, annotations = [], []
   bar = None
   if progress:
@@ -330,8 +317,8 @@ def generate_shapes_dataset(root: str, split: str, num_images: int, image_size: 
     pixels, objects = render_image(seed, split, index, image_size)
     image_id = index + 1
     file_name = f"{image_id:06d}.jpg"
-    _write_atomically(os.path.join(image_dir, file_name),
-                      lambda p, px=pixels: _save_jpeg(px, p), ".jpg")
+    # Temp name, then rename: readers (or a concurrent generator) never see half a file.
+    file_io.write_bytes(os.path.join(image_dir, file_name), _jpeg_bytes(pixels))
     images.append({"id": image_id, "file_name": file_name, "height": image_size,
                    "width": image_size})
     for obj in objects:
@@ -345,12 +332,7 @@ def generate_shapes_dataset(root: str, split: str, num_images: int, image_size: 
       "categories": [{"id": i + 1, "name": n, "supercategory": "shape"}
                      for i, n in enumerate(CLASS_NAMES)],
   }
-
-  def write_json(path):
-    with open(path, "w") as f:
-      json.dump(coco, f)
-
-  _write_atomically(annotation_file, write_json, ".json")
+  file_io.write_json(annotation_file, coco, indent=None)
   if progress:
     print(f"Wrote {annotation_file}", flush=True)
   logging.info("Wrote %d %s images (%d objects) of the shapes dataset to %s", num_images, split,

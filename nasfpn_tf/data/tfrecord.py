@@ -17,8 +17,9 @@ One tf.train.Example per image:
   objects/bbox    float[4n]  (ymin, xmin, ymax, xmax) in pixels of the original image
   objects/class   int64[n]   the dataset's own category ids
 
-Each shard is written under a temporary name and renamed when complete, so a killed writer
-never leaves a truncated shard under a final name.
+Each shard is written under a temporary name and renamed when complete (`file_io`), so a
+killed writer never leaves a truncated shard under a final name; the next writer removes its
+temporary files.
 
 Example:
   pattern = write_tfrecords(config.task.train_data, "/data/coco/train", num_shards=64)
@@ -38,6 +39,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 import tensorflow as tf
 
+from nasfpn_tf import file_io
 from nasfpn_tf.configs.experiment import DataConfig
 from nasfpn_tf.data.coco_reader import DataError, ImageRecord, SourceInfo, load_coco_index
 
@@ -116,19 +118,18 @@ def _from_encoded(element: dict) -> _Record:
                  int(element["width"]), element["boxes"], element["classes"])
 
 
-def _tmp(path: str) -> str:
-  return f"{path}.tmp-{os.getpid()}"
-
-
 def _write_shard(path: str, records: Iterator[_Record]) -> tuple[int, int]:
   """Writes records to `path` through a temporary file; returns (images, boxes) written."""
-  images = boxes = 0
-  with tf.io.TFRecordWriter(_tmp(path)) as writer:
-    for record in records:
-      writer.write(serialize(record))
-      images, boxes = images + 1, boxes + len(record.classes)
-  tf.io.gfile.rename(_tmp(path), path, overwrite=True)
-  return images, boxes
+  counts = [0, 0]
+
+  def write(tmp: str) -> None:
+    with tf.io.TFRecordWriter(tmp) as writer:
+      for record in records:
+        writer.write(serialize(record))
+        counts[0], counts[1] = counts[0] + 1, counts[1] + len(record.classes)
+
+  file_io.atomic_save(write, path, keep_extension=False)
+  return counts[0], counts[1]
 
 
 def _write_from_index(index: list[ImageRecord], paths: list[str]) -> list[tuple[int, int]]:
@@ -146,23 +147,18 @@ def _write_from_index(index: list[ImageRecord], paths: list[str]) -> list[tuple[
 def _write_from_dataset(raw: tf.data.Dataset, paths: list[str]) -> list[tuple[int, int]]:
   """Decoded raw examples -> shards, round robin, in one streaming pass (never all in memory)."""
   encoded = raw.map(_encode_raw, num_parallel_calls=tf.data.AUTOTUNE).prefetch(8)
-  writers = [tf.io.TFRecordWriter(_tmp(p)) for p in paths]
+  temps = [file_io.temp_path(p, keep_extension=False) for p in paths]
+  writers = [tf.io.TFRecordWriter(t) for t in temps]
   counts = [[0, 0] for _ in paths]
   for j, element in enumerate(encoded.as_numpy_iterator()):
     record = _from_encoded(element)
     writers[j % len(paths)].write(serialize(record))
     counts[j % len(paths)][0] += 1
     counts[j % len(paths)][1] += len(record.classes)
-  for writer, path in zip(writers, paths):
+  for writer, tmp, path in zip(writers, temps, paths):
     writer.close()
-    tf.io.gfile.rename(_tmp(path), path, overwrite=True)
+    file_io.commit(tmp, path)
   return [tuple(c) for c in counts]
-
-
-def _write_json_atomic(data: dict, path: str) -> None:
-  with tf.io.gfile.GFile(_tmp(path), "w") as f:
-    f.write(json.dumps(data, indent=1))
-  tf.io.gfile.rename(_tmp(path), path, overwrite=True)
 
 
 def _default_num_shards(num_images: Optional[int]) -> int:
@@ -199,7 +195,8 @@ def write_tfrecords(data: DataConfig, out_prefix: str, num_shards: Optional[int]
   if num_shards < 1:
     raise ValueError(f"num_shards must be >= 1, got {num_shards}")
   if os.path.dirname(out_prefix):
-    tf.io.gfile.makedirs(os.path.dirname(out_prefix))
+    file_io.makedirs(os.path.dirname(out_prefix))
+    file_io.clean_stale_temp_files(os.path.dirname(out_prefix))  # shards of a killed writer
   paths = [shard_path(out_prefix, i, num_shards) for i in range(num_shards)]
   if data.source in ("embedded", "coco"):
     counts = _write_from_index(index, paths)
@@ -208,14 +205,14 @@ def write_tfrecords(data: DataConfig, out_prefix: str, num_shards: Optional[int]
   if sum(c[0] for c in counts) == 0:
     raise DataError(f"{info.name}: no images to write")
   # The sidecar goes last: its presence marks a complete set of shards.
-  _write_json_atomic({
+  file_io.write_json(meta_path(out_prefix), {
       "format_version": FORMAT_VERSION, "source": info.name,
       "num_classes": info.num_classes,
       "category_names": {str(k): v for k, v in info.category_names.items()},
       "num_images": sum(c[0] for c in counts), "num_boxes": sum(c[1] for c in counts),
       "num_crowd": info.num_crowd, "skipped": info.skipped,
       "shards": [os.path.basename(p) for p in paths], "shard_sizes": [c[0] for c in counts],
-  }, meta_path(out_prefix))
+  }, indent=1)
   return f"{out_prefix}-*-of-{num_shards:05d}.tfrecord"
 
 

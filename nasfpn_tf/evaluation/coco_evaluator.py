@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from typing import Iterable, Optional
 
@@ -13,6 +12,8 @@ import numpy as np
 import tensorflow as tf
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from nasfpn_tf import file_io
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -105,10 +106,7 @@ def evaluate_detections(model: keras.Model, dataset: tf.data.Dataset, coco_gt: C
 
 
 def write_json_atomic(data: dict, path: str) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(data, f, indent=2)
-  os.replace(tmp, path)
+  file_io.write_json(path, data)
 
 
 def format_table(metrics: dict[str, float]) -> str:

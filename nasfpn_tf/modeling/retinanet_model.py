@@ -50,6 +50,9 @@ class RetinaNetModel(DistributedFitMixin, keras.Model):
     anchor_generator: anchors (default: RetinaNet's 3 scales x 3 ratios, size 4).
     detection_generator: post-processing (default: Model Garden's settings).
     focal_alpha, focal_gamma, huber_delta, box_loss_weight: loss settings.
+    l2_weight_decay: Model Garden's weight decay: (l2_weight_decay / 2) * the sum of squared
+      conv kernels is added to the loss, so its gradient is l2_weight_decay * kernel and, with
+      SGD, goes through momentum. Biases and batch norm are not decayed. 0: none.
 
   Call arguments:
     images: float [B, H, W, 3] in 0..255 (already resized/padded to `input_size`).
@@ -64,7 +67,7 @@ class RetinaNetModel(DistributedFitMixin, keras.Model):
                anchor_generator: Optional[AnchorGenerator] = None,
                detection_generator: Optional[DetectionGenerator] = None,
                focal_alpha: float = 0.25, focal_gamma: float = 1.5, huber_delta: float = 0.1,
-               box_loss_weight: float = 50.0, **kwargs):
+               box_loss_weight: float = 50.0, l2_weight_decay: float = 0.0, **kwargs):
     super().__init__(**kwargs)
     self.backbone, self.decoder, self.head = backbone, decoder, head
     self.num_classes = num_classes
@@ -78,6 +81,7 @@ class RetinaNetModel(DistributedFitMixin, keras.Model):
         [len(a) for a in anchors.values()], self.input_size)
     self.loss_settings = {"focal_alpha": focal_alpha, "focal_gamma": focal_gamma,
                           "huber_delta": huber_delta, "box_loss_weight": box_loss_weight}
+    self.l2_weight_decay = float(l2_weight_decay)
     self.cls_loss_tracker = keras.metrics.Mean(name="cls_loss")
     self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
     self.positives_tracker = keras.metrics.Mean(name="positives_per_image")
@@ -116,11 +120,22 @@ class RetinaNetModel(DistributedFitMixin, keras.Model):
                               **self.loss_settings)
     scale = (positives + 1.0) / (global_positives + 1.0)
     total = losses["total_loss"] * scale
+    if self.l2_weight_decay:
+      # Every replica adds its share: the replicas' losses are summed into the global one.
+      ctx = tf.distribute.get_replica_context()
+      replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+      total = total + self.l2_loss() / replicas
     batch = ops.cast(ops.shape(y["cls_targets"])[0], "float32")
     self.cls_loss_tracker.update_state(losses["cls_loss"])
     self.box_loss_tracker.update_state(losses["box_loss"])
     self.positives_tracker.update_state(positives / batch)
     return total
+
+  def l2_loss(self):
+    """(l2_weight_decay / 2) * sum of squared conv kernels (tf.nn.l2_loss's form)."""
+    kernels = [v for v in self.trainable_variables if v.name.endswith("kernel")]
+    return self.l2_weight_decay * 0.5 * ops.sum(
+        ops.stack([ops.sum(ops.square(ops.cast(k, "float32"))) for k in kernels]))
 
   def predict_step(self, data):
     images = data[0] if isinstance(data, (tuple, list)) else data
@@ -141,7 +156,7 @@ class RetinaNetModel(DistributedFitMixin, keras.Model):
         "min_level": self.min_level, "max_level": self.max_level,
         "anchor_generator": self.anchor_generator.get_config(),
         "detection_generator": keras.saving.serialize_keras_object(self.detection_generator),
-        **self.loss_settings, "name": self.name,
+        **self.loss_settings, "l2_weight_decay": self.l2_weight_decay, "name": self.name,
     }
 
   @classmethod

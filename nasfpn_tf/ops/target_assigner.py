@@ -43,7 +43,7 @@ class TargetAssigner:
   """
 
   def __init__(self, anchors: np.ndarray, positive_threshold: float = 0.5,
-               negative_threshold: float = 0.4, box_weights: Sequence[float] | None = None):
+               negative_threshold: float = 0.5, box_weights: Sequence[float] | None = None):
     self.anchors = tf.constant(anchors, tf.float32)
     self.positive_threshold = positive_threshold
     self.negative_threshold = negative_threshold

@@ -17,15 +17,14 @@ Example:
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from nasfpn_tf import file_io
 from nasfpn_tf.architecture_spec import ArchitectureSpec
-from nasfpn_tf.search.checkpoint import fsync_path
 from nasfpn_tf.search.search_space import DECISION_KINDS, SearchSpace
 
 _MASKED_LOGIT = -1e9
@@ -261,10 +260,7 @@ class Controller(keras.Model):
     self._ensure_built()
     if not path.endswith(".weights.h5"):
       raise ValueError(f"controller weights path must end in .weights.h5, got {path}")
-    tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    self.save_weights(tmp)
-    fsync_path(tmp)
-    os.replace(tmp, path)
+    file_io.atomic_save(self.save_weights, path)
 
   def load_weights_file(self, path: str) -> None:
     self._ensure_built()

@@ -20,12 +20,8 @@ logger = logging.getLogger(__name__)
 
 
 def atomic_write_text(path: str, text: str) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  from nasfpn_tf import file_io  # local: file_io imports TensorFlow
+  file_io.write_text(path, text)
 
 
 def best_trials(records: Sequence[TrialRecord], k: int) -> list[TrialRecord]:

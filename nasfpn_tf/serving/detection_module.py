@@ -4,7 +4,7 @@ Two families of functions:
 
 * SavedModel (`DetectionModule`): images of any size in, detections in the input image's own
   pixels out. `serve_images` takes a uint8 batch [B, H, W, 3], `serve_encoded` a batch of
-  JPEG/PNG/GIF/BMP bytes, `serve_raw` a preprocessed float batch (raw head outputs, for
+  JPEG/PNG/GIF/BMP/WebP bytes, `serve_raw` a preprocessed float batch (raw head outputs, for
   parity checks). Images are resized and padded inside the graph with the very function the
   training and evaluation pipelines use (`preprocess.resize_and_crop_image`), and the boxes
   are mapped back with its `image_info`.
@@ -37,6 +37,8 @@ DETECTION_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "n
 RAW_KEYS = ("cls_outputs", "box_outputs")
 # Signatures of every TFLite file, in this order.
 TFLITE_SIGNATURES = ("serving_default", "raw")
+_FORMAT_NAMES = ", ".join(list(preprocess.IMAGE_FORMATS)[:-1]) + \
+    f" or {list(preprocess.IMAGE_FORMATS)[-1]}"
 
 Signature = tuple[Callable, list[tf.TensorSpec]]
 
@@ -93,7 +95,7 @@ def check_decoded(decoded: tf.Tensor, count: tf.Tensor, encoded: tf.Tensor) -> t
   # the client that tries to print it.
   check = tf.debugging.Assert(tf.equal(tf.size(decoded), count), [
       "serve_encoded: image", first, "of the batch (", tf.strings.length(encoded[first]),
-      "bytes) is not a JPEG, PNG, GIF or BMP file, or is truncated or corrupt"])
+      f"bytes) is not a {_FORMAT_NAMES} file, or is truncated or corrupt"])
   with tf.control_dependencies([check]):
     return tf.identity(decoded)
 
@@ -164,7 +166,7 @@ class DetectionModule:
     return resized, image_info, index
 
   def serve_encoded(self, encoded: tf.Tensor) -> dict:
-    """string [B] of JPEG/PNG/GIF/BMP bytes -> detections in each image's own pixels."""
+    """string [B] of JPEG/PNG/GIF/BMP/WebP bytes -> detections in each image's own pixels."""
     encoded = _ensure_shape(encoded, [None])
     count = tf.size(encoded)
     check = tf.debugging.assert_positive(count, message="serve_encoded: the batch holds no "

@@ -8,8 +8,9 @@ Layout written under `export_dir`:
   label_map.json            {"category id": "name"}
   config.yaml               the experiment config of the exported model
 
-Every artifact is written under a temporary name in `export_dir` and renamed into place,
-so an interrupted or failed export never leaves a half-written model behind.
+Every artifact is written under a temporary name in `export_dir` and renamed into place
+(`file_io`, any filesystem), so an interrupted or failed export never leaves a half-written
+model behind; what a killed export left under a temporary name is removed by the next one.
 
 Example:
   export_from_model_dir("runs/default", "runs/default/export")              # SavedModel
@@ -22,8 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from typing import Any, Iterator, Optional, Sequence
 
@@ -32,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from nasfpn_tf import file_io
 from nasfpn_tf.configs.experiment import ExperimentConfig
 from nasfpn_tf.configs.loading import load_config, override, save_yaml, to_dict
 from nasfpn_tf.serving.detection_module import (PADDED_GENERATOR_NAME, TFLITE_SIGNATURES,
@@ -87,13 +87,13 @@ def load_trained_model(path: str) -> tuple[keras.Model, Optional[ExperimentConfi
   _import_registered_classes()
   model_dir = os.path.dirname(path) if path.endswith(".keras") else path
   config_path = os.path.join(model_dir, CONFIG_FILE)
-  config = load_config(config_path) if os.path.exists(config_path) else None
+  config = load_config(config_path) if file_io.exists(config_path) else None
   keras_path = path if path.endswith(".keras") else os.path.join(path, MODEL_FILE)
-  if os.path.exists(keras_path):
+  if file_io.exists(keras_path):
     # compile=False: the optimizer is not needed to export, and its schedule need not load.
     return keras.models.load_model(keras_path, compile=False), config
   checkpoint = os.path.join(model_dir, CHECKPOINT_FILE)
-  if os.path.exists(checkpoint) and config is not None:
+  if file_io.exists(checkpoint) and config is not None:
     from nasfpn_tf.modeling.factory import build_model
     model = build_model(config.task.model)
     model.load_weights(checkpoint)
@@ -130,7 +130,7 @@ def load_export_config(model_dir: str, config_file: str = "",
     return load_config(config_file, list(params_override))
   path = os.path.join(model_dir if not model_dir.endswith(".keras")
                       else os.path.dirname(model_dir), CONFIG_FILE)
-  if not os.path.exists(path):
+  if not file_io.exists(path):
     return None
   config = load_config(path)
   for text in params_override:
@@ -180,46 +180,21 @@ def representative_images(config: Optional[ExperimentConfig], num_images: int) -
 
 
 # ---------------------------------------------------------------------------------------------
-# Atomic file helpers.
+# Metadata.
 
 
-def _write_bytes_atomic(data: bytes, path: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-",
-                             suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    # mkstemp makes the file owner-only; give it the mode a plain open() would have.
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
-
-
-def _replace_dir(staged: str, path: str) -> None:
-  """Moves a finished directory into place; an older one is swapped out, then deleted."""
-  old = None
-  if os.path.exists(path):
-    old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".old-")
-    os.rename(path, os.path.join(old, "previous"))
-  os.rename(staged, path)
-  if old:
-    shutil.rmtree(old, ignore_errors=True)
+def _prepare_export_dir(export_dir: str) -> None:
+  """Creates `export_dir` and removes what a killed export left in it."""
+  file_io.makedirs(export_dir)
+  for path in file_io.clean_stale_temp_files(export_dir):
+    logging.info("Removed %s, left by a killed export", path)
 
 
 def write_metadata(directory: str, config: Optional[ExperimentConfig],
                    labels: dict[int, str]) -> None:
   """Writes label_map.json and config.yaml (when there is a config) into `directory`."""
-  text = json.dumps({str(k): v for k, v in sorted(labels.items())}, indent=2)
-  _write_bytes_atomic(text.encode(), os.path.join(directory, LABEL_MAP_FILE))
+  file_io.write_json(os.path.join(directory, LABEL_MAP_FILE),
+                     {str(k): v for k, v in sorted(labels.items())})
   if config is not None:
     save_yaml(config, os.path.join(directory, CONFIG_FILE))
 
@@ -253,20 +228,17 @@ def export_saved_model(model, export_dir: str, config: Optional[ExperimentConfig
   Returns:
     The SavedModel's path.
   """
-  os.makedirs(export_dir, exist_ok=True)
+  _prepare_export_dir(export_dir)
   labels = labels if labels is not None else label_map(config, model.num_classes)
-  staging = tempfile.mkdtemp(dir=export_dir, prefix=".tmp-saved_model-")
-  try:
-    staged = os.path.join(staging, SAVED_MODEL_DIR)
+
+  def write(staged: str) -> None:
     _write_saved_model(DetectionModule(model, batch_size).signatures(), staged)
     # A copy of the metadata inside, so the SavedModel folder is complete on its own.
     extra = os.path.join(staged, "assets.extra")
-    os.makedirs(extra, exist_ok=True)
+    file_io.makedirs(extra)
     write_metadata(extra, config, labels)
-    target = os.path.join(export_dir, SAVED_MODEL_DIR)
-    _replace_dir(staged, target)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+
+  target = file_io.atomic_save(write, os.path.join(export_dir, SAVED_MODEL_DIR))
   write_metadata(export_dir, config, labels)
   return target
 
@@ -408,24 +380,28 @@ def export_tflite(model, export_dir: str, variants: Sequence[str] = TFLITE_VARIA
   if unknown:
     raise ExportError({v: f"unknown variant (choose from {', '.join(TFLITE_VARIANTS)})"
                        for v in unknown})
-  os.makedirs(export_dir, exist_ok=True)
+  _prepare_export_dir(export_dir)
   failures: dict[str, str] = {}
   if "full_int8" in variants and calibration is None:
     calibration, reason = _calibration_or_reason(config, num_calibration_images)
     if reason:
       failures["full_int8"] = reason
   written: dict[str, str] = {}
-  with tempfile.TemporaryDirectory(dir=export_dir, prefix=".tmp-tflite-") as staging:
+  # The SavedModels converted from, under a temp name the next export cleans if this is killed.
+  staging = file_io.temp_path(os.path.join(export_dir, "tflite_staging"))
+  try:
     saved_models: dict = {}
     for variant in [v for v in variants if v not in failures]:
       try:
         saved_model = _staged_saved_model(model, staging, variant, saved_models)
         data = convert_tflite(saved_model, variant, calibration)
-        _write_bytes_atomic(data, tflite_path(export_dir, variant))
+        file_io.write_bytes(tflite_path(export_dir, variant), data)
       except Exception as e:  # noqa: BLE001 - one line per failed variant, others go on
         failures[variant] = one_line(e)
         continue
       written[variant] = tflite_path(export_dir, variant)
+  finally:
+    file_io.remove(staging)
   labels = labels if labels is not None else label_map(config, model.num_classes)
   write_metadata(export_dir, config, labels)
   if failures:

@@ -1,9 +1,10 @@
+import json
 import os
 
 import pytest
 
 from nasfpn_tf.configs.experiment import ConfigError, ExperimentConfig
-from nasfpn_tf.configs.loading import load_config, override, parse_override
+from nasfpn_tf.configs.loading import load_config, override, parse_override, read_yaml, to_dict
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
@@ -15,16 +16,35 @@ def test_override_pairs_with_lists():
   assert c.trainer.train_steps == 7 and c.task.model.decoder.type == "nasfpn"
 
 
-def test_required_keys_exist():
-  c = ExperimentConfig()
-  for dotted in ("task.model.num_classes", "task.model.input_size", "task.model.backbone.depth",
-                 "task.model.decoder.type", "task.train_data.annotation_file",
-                 "task.train_data.image_dir", "task.validation_data.annotation_file",
-                 "task.validation_data.image_dir", "task.train_data.global_batch_size",
-                 "trainer.train_steps"):
-    node = c
-    for part in dotted.split("."):
-      node = getattr(node, part)
+@pytest.mark.parametrize("dotted, value", [
+    ("task.model.num_classes", 7), ("task.model.input_size", [256, 384]),
+    ("task.model.backbone.depth", 18), ("task.model.decoder.type", "nasfpn"),
+    ("task.train_data.annotation_file", "/a.json"), ("task.train_data.image_dir", "/img"),
+    ("task.validation_data.annotation_file", "/v.json"),
+    ("task.validation_data.image_dir", "/vimg"), ("task.train_data.global_batch_size", 3),
+    ("trainer.train_steps", 9)])
+def test_documented_keys_are_set_by_an_override(dotted, value):
+  c = load_config(params_override=f"{dotted}={json.dumps(value).replace(' ', '')}")
+  node = c
+  for part in dotted.split("."):
+    node = getattr(node, part)
+  assert node == value and node != _get(ExperimentConfig(), dotted)
+
+
+def _get(config, dotted: str):
+  for part in dotted.split("."):
+    config = getattr(config, part)
+  return config
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in data.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
 
 
 @pytest.mark.parametrize("text, key", [
@@ -67,8 +87,13 @@ def test_malformed_yaml_names_file(tmp_path):
     load_config(str(bad))
 
 
-def test_shipped_configs_load():
-  names = [n for n in os.listdir(CONFIG_DIR) if n.endswith(".yaml") and not n.startswith("search")]
-  assert names
-  for name in names:
-    load_config(os.path.join(CONFIG_DIR, name))
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(CONFIG_DIR)
+                                         if n.endswith(".yaml")))
+def test_shipped_configs_load_with_every_value_they_set(name):
+  # Search configs included: their `search:` section goes through the same loader.
+  path = os.path.join(CONFIG_DIR, name)
+  loaded = _flatten(to_dict(load_config(path)))
+  given = _flatten(read_yaml(path))   # base file merged in
+  assert given
+  for key, value in given.items():
+    assert loaded[key] == value, (name, key)

@@ -49,11 +49,20 @@ def test_splits_and_seeds_give_different_images(tmp_path):
   assert not set(train.values()) & set(other_seed.values())
 
 
-def test_image_k_does_not_depend_on_num_images():
-  small, small_objects = shapes_dataset.render_image(5, "train", 2)
-  again, again_objects = shapes_dataset.render_image(5, "train", 2)
-  np.testing.assert_array_equal(small, again)
-  assert small_objects == again_objects
+def test_image_k_does_not_depend_on_num_images(tmp_path):
+  # Sets of 2 and 3 images (other folders, same seed/split/size) share their first two.
+  small_json, small_dir = shapes_dataset.generate_shapes_dataset(str(tmp_path / "a"), "train", 2,
+                                                                 image_size=64, seed=5)
+  large_json, large_dir = shapes_dataset.generate_shapes_dataset(str(tmp_path / "b"), "train", 3,
+                                                                 image_size=64, seed=5)
+  small, large = (json.load(open(p)) for p in (small_json, large_json))
+  assert [i["id"] for i in small["images"]] == [1, 2] and len(large["images"]) == 3
+  for name in ("000001.jpg", "000002.jpg"):
+    with open(os.path.join(small_dir, name), "rb") as a, open(os.path.join(large_dir, name),
+                                                                "rb") as b:
+      assert a.read() == b.read(), name
+  assert small["annotations"] == [a for a in large["annotations"] if a["image_id"] <= 2]
+  assert any(a["image_id"] == 3 for a in large["annotations"])
 
 
 def test_coco_structure(train_set):

@@ -28,6 +28,7 @@ def test_float16_trains_with_loss_scaling(tmp_path):
                          str(tmp_path / "m"), verbose=0)
   assert isinstance(result.model.optimizer, keras.optimizers.LossScaleOptimizer)
   assert result.model.compute_dtype == "float16" and result.model.variable_dtype == "float32"
+  assert result.model.jit_compile is False
   assert result.steps == 4 and np.all(np.isfinite(result.history["loss"]))
 
 
@@ -38,6 +39,10 @@ def test_bfloat16_xla_and_steps_per_execution(tmp_path):
   result = trainer.train(config, str(tmp_path / "m"), verbose=0)
   assert not isinstance(result.model.optimizer, keras.optimizers.LossScaleOptimizer)
   assert result.model.compute_dtype == "bfloat16"
+  # XLA is on: Keras turns jit_compile off by itself (model_supports_jit) when the model or
+  # the platform cannot be compiled, and says so only in a log line.
+  assert result.model.jit_compile is True
+  assert result.model.steps_per_execution == 2
   assert result.steps == 4 and np.all(np.isfinite(result.history["loss"]))
 
 

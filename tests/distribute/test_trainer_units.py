@@ -55,21 +55,6 @@ def test_is_chief(monkeypatch, tf_config, chief):
   assert distribute.is_chief() is chief
 
 
-def test_atomic_save_keeps_the_old_file_when_the_writer_dies(tmp_path):
-  path = str(tmp_path / "checkpoint.weights.h5")
-  trainer.atomic_save(lambda p: open(p, "w").write("good"), path)
-
-  def crash(p):
-    open(p, "w").write("half")
-    raise KeyboardInterrupt  # what a kill mid-write looks like from here
-
-  with pytest.raises(KeyboardInterrupt):
-    trainer.atomic_save(crash, path)
-  assert open(path).read() == "good"
-  temp = [n for n in os.listdir(tmp_path) if ".tmp-" in n]
-  assert temp and temp[0].endswith(".weights.h5")  # Keras needs the extension kept
-
-
 def _tiny_model():
   keras.utils.set_random_seed(0)
   model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
@@ -117,3 +102,18 @@ def test_nan_loss_stops_and_keeps_the_last_good_files(tmp_path):
   good.load_weights(ckpt)  # written at step 4, not overwritten at the end of training
   assert int(good.optimizer.iterations.numpy()) == 4
   assert all(np.all(np.isfinite(w)) for w in good.get_weights())
+
+
+def test_a_missing_private_name_fails_loudly():
+  # is_multi_worker read `_in_multi_worker_mode` with a default: had TensorFlow renamed it,
+  # every worker of a cluster would have believed itself alone (and the chief).
+  strategy = object.__new__(tf.distribute.MultiWorkerMirroredStrategy)
+  strategy._extended = object()   # an `extended` without the private method
+  with pytest.raises(RuntimeError, match=r"object\._in_multi_worker_mode does not exist in "
+                                         r"TensorFlow 2\.\d+"):
+    distribute.is_multi_worker(strategy)
+  model = _tiny_model()
+  del model._compile_loss
+  with pytest.raises(RuntimeError, match="_compile_loss does not exist"):
+    model.__class__ = type("Fitted", (distribute.DistributedFitMixin, keras.Sequential), {})
+    model._needs_data_to_build()

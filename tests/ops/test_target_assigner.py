@@ -21,6 +21,14 @@ def test_thresholds_and_force_match():
   np.testing.assert_array_equal(box.numpy()[3], 0)
 
 
+def test_defaults_are_model_gardens_without_an_ignored_band():
+  from nasfpn_tf.configs.experiment import MatcherConfig
+  assert (MatcherConfig().positive_threshold, MatcherConfig().negative_threshold) == (0.5, 0.5)
+  cls, _ = TargetAssigner(ANCHORS)(tf.constant([[0, 0, 10, 12], [50, 50, 52, 53]], tf.float32),
+                                   tf.constant([3, 7]))
+  np.testing.assert_array_equal(cls.numpy(), [3, 3, BACKGROUND, BACKGROUND, 7])   # 0.47: negative
+
+
 def test_no_boxes_is_all_background():
   assigner = TargetAssigner(ANCHORS)
   cls, box = assigner(tf.zeros([0, 4]), tf.zeros([0], tf.int32))

@@ -1,5 +1,6 @@
 """Controller: sampling, log-probabilities, masks, checkpoints."""
 
+import math
 import os
 
 import keras
@@ -111,7 +112,10 @@ def test_agent_checkpoint_round_trip(tmp_path):
   again = fresh.propose([5, 6])
   fresh.seed = agent.seed
   assert [p.actions for p in agent.propose([5, 6])] == [p.actions for p in fresh.propose([5, 6])]
-  assert again   # proposals exist for any seed
+  # Another seed: proposals all the same, each a complete decision list with its probability.
+  assert len(again) == 2
+  assert all(len(p.actions) == len(proposals[0].actions) for p in again)
+  assert all(math.isfinite(p.log_prob) and p.log_prob < 0 for p in again)
   # get_state / set_state (what a Ray searcher could pickle) round-trip as well.
   state = agent.get_state()
   other = PPOAgent(space, ControllerConfig(units=16), PPOConfig(epochs=1), seed=3)

@@ -15,13 +15,6 @@ from nasfpn_tf.search.journal import Journal
 FAST = dict(progress_bar=False, controller={"units": 16})
 
 
-def _has_visualize():
-  try:
-    from nasfpn_tf.visualize import draw_architecture  # noqa: F401
-  except ImportError:
-    return False
-  return True
-
 
 @pytest.fixture(scope="module")
 def reward():
@@ -46,8 +39,7 @@ def test_inline_search_returns_journals_and_reports(tmp_path, reward):
   assert best_rewards == sorted(best_rewards, reverse=True)
   assert best_rewards[0] == max(t.reward for t in trials)
   assert (tmp_path / "search_progress.png").stat().st_size > 1000
-  if _has_visualize():
-    assert (tmp_path / "best_architecture.png").stat().st_size > 1000
+  assert (tmp_path / "best_architecture.png").stat().st_size > 1000
   assert os.listdir(tmp_path / "tensorboard")
   assert not [n for n in os.listdir(tmp_path) if ".tmp" in n]
 

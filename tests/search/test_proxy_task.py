@@ -56,7 +56,6 @@ def test_reward_trains_one_child_per_architecture(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_real_proxy_reward_on_a_tiny_child(tmp_path):
-  pytest.importorskip("nasfpn_tf.trainer")
   config = load_config(os.path.join(REPO, "configs", "shapes_nasfpn.yaml"), [
       "task.model.input_size=[128,128],task.model.backbone.depth=10,"
       "task.model.backbone.width_multiplier=0.25,task.model.decoder.filters=16,"

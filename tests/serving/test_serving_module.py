@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -103,6 +105,26 @@ def test_serving_functions_match_the_model_on_a_non_square_image(model):
     np.testing.assert_allclose(encoded[key][1], served[key][0], atol=1e-4)
 
 
+def test_serve_encoded_takes_every_format_training_reads(model):
+  # WebP used to pass the training checks and be refused by serve_encoded.
+  from nasfpn_tf.data import coco_reader
+  assert coco_reader._DECODABLE_FORMATS == tuple(preprocess.IMAGE_FORMATS)
+  assert "WEBP" in preprocess.IMAGE_FORMATS
+  image = np.random.default_rng(2).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+  module = detection_module.DetectionModule(model)
+  reference = module.serve_images(tf.constant(image[None]))
+  for name in preprocess.IMAGE_FORMATS:
+    buf = io.BytesIO()
+    # Lossless where the format has a choice, so every format decodes to the same pixels.
+    Image.fromarray(image).save(buf, format=name, **({"lossless": True} if name == "WEBP" else
+                                                     {"quality": 100} if name == "JPEG" else {}))
+    served = module.serve_encoded(tf.constant([buf.getvalue()]))
+    assert int(served["num_detections"][0]) == int(reference["num_detections"][0]), name
+    if name in ("PNG", "BMP", "WEBP"):   # lossless; JPEG and GIF (a palette) are not
+      np.testing.assert_allclose(served["detection_scores"], reference["detection_scores"],
+                                 atol=1e-5, err_msg=name)
+
+
 def test_bad_images_raise_clear_errors(model):
   module = detection_module.DetectionModule(model)
   signatures = module.signatures()
@@ -143,16 +165,21 @@ def test_tflite_variant_failures_leave_no_file(model, config, tmp_path, monkeypa
       raise ValueError("converter says no\nsecond line")
     return b"TFL3 pretend flatbuffer"
 
-  real_write = export_lib._write_bytes_atomic
+  real_write = export_lib.file_io.write_bytes
 
-  def write(data, path):  # the dynamic_int8 write dies half way through
+  def write(path, data):  # the dynamic_int8 write dies half way through
     if "dynamic_int8" in path:
       raise OSError("disk full")
-    real_write(data, path)
+    return real_write(path, data)
 
   monkeypatch.setattr(export_lib, "convert_tflite", fake_convert)
-  monkeypatch.setattr(export_lib, "_write_bytes_atomic", write)
+  monkeypatch.setattr(export_lib.file_io, "write_bytes", write)
   monkeypatch.setattr(export_lib, "_write_saved_model", lambda signatures, path: None)
+  # What an export killed with SIGKILL left (its pid is gone): removed by this export.
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  (tmp_path / f"model_float16.tmp-{dead.pid}-0123abcd.tflite").write_bytes(b"half")
+  os.makedirs(tmp_path / f"saved_model.tmp-{dead.pid}-0123abcd" / "variables")
   variants = ["float32", "float16", "dynamic_int8"]
   with pytest.raises(export_lib.ExportError) as err:
     export_lib.export_tflite(model, str(tmp_path), variants, config, labels={1: "a"})
@@ -160,15 +187,6 @@ def test_tflite_variant_failures_leave_no_file(model, config, tmp_path, monkeypa
                                 "dynamic_int8": "disk full"}
   assert sorted(os.listdir(tmp_path)) == ["config.yaml", "label_map.json",
                                           "model_float32.tflite"]
-
-
-def test_atomic_write_cleans_up_after_a_failed_rename(tmp_path, monkeypatch):
-  def fail(src, dst):
-    raise OSError("rename failed")
-  monkeypatch.setattr(export_lib.os, "replace", fail)
-  with pytest.raises(OSError):
-    export_lib._write_bytes_atomic(b"data", str(tmp_path / "model_float32.tflite"))
-  assert os.listdir(tmp_path) == []
 
 
 def test_a_checkpoint_and_config_are_enough_to_export(model, config, tmp_path):

@@ -10,6 +10,25 @@ import numpy as np
 import pytest
 
 from nasfpn_tf.serving import detection_module, export_lib
+from tensorflow.lite.python import schema_py_generated
+
+BUILTIN_OPS = {k for k in vars(schema_py_generated.BuiltinOperator) if k.isupper()}
+
+
+def _operator_names(path: str) -> set[str]:
+  """Names of the operators a .tflite file uses, read from its flatbuffer (all subgraphs):
+  builtin names, or the custom code of a custom/Flex op."""
+  with open(path, "rb") as f:
+    model = schema_py_generated.Model.GetRootAs(f.read(), 0)
+  names = {code: name for name, code in vars(schema_py_generated.BuiltinOperator).items()
+           if name.isupper()}
+  out = set()
+  for i in range(model.OperatorCodesLength()):
+    code = model.OperatorCodes(i)
+    custom = code.CustomCode()
+    out.add(custom.decode() if custom else names[max(code.BuiltinCode(),
+                                                     code.DeprecatedBuiltinCode())])
+  return out
 from serving_helpers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -44,11 +63,19 @@ def test_every_variant_runs_with_builtin_ops_only(detectors):
     assert detector.input_shape == (1, 128, 128, 3)
     expected = np.uint8 if variant == "full_int8" else np.float32
     assert detector.input_dtype == expected, variant
+    # The op list of every subgraph: TFLite builtins only (no custom or Flex/select-TF ops,
+    # which a plain interpreter on a device cannot run).
+    ops = _operator_names(detector.path)
+    assert ops and not [o for o in ops if o not in BUILTIN_OPS or o == "CUSTOM"], (variant, ops)
+    assert "NON_MAX_SUPPRESSION_V4" in ops, variant   # the padded NMS is inside the file
     out = detector.detect(np.full((128, 128, 3), 127.0, np.float32))
     assert out["detection_boxes"].shape == (1, 100, 4)
     assert out["detection_scores"].shape == (1, 100)
     assert out["detection_classes"].dtype == np.int32
-    assert 0 <= int(out["num_detections"][0]) <= 100
+    # num_detections counts exactly the scored rows of the padded output.
+    n = int(out["num_detections"][0])
+    scores = out["detection_scores"][0]
+    assert np.all(scores[:n] > 0) and np.all(scores[n:] == 0), (variant, n, scores)
 
 
 def test_full_int8_network_is_quantized(detectors, export_dir):
@@ -103,7 +130,9 @@ def test_cli_reports_a_variant_it_cannot_produce(trained, tmp_path):
          "--params_override=task.validation_data.source=coco,"
          "task.validation_data.annotation_file=/nonexistent/val.json,"
          "task.validation_data.image_dir=/nonexistent"]
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+  # PYTHONPATH: the script imports this tree's nasfpn_tf, not an installed copy.
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                        env=dict(os.environ, PYTHONPATH=ROOT))
   assert proc.returncode == 1, proc.stderr[-2000:]
   lines = [l for l in proc.stderr.splitlines() if l.startswith("full_int8:")]
   assert len(lines) == 1 and "no calibration data" in lines[0], proc.stderr[-2000:]
