@@ -24,7 +24,13 @@ def test_override_pairs_with_lists():
     ("task.validation_data.image_dir", "/vimg"), ("task.train_data.global_batch_size", 3),
     ("trainer.train_steps", 9)])
 def test_documented_keys_are_set_by_an_override(dotted, value):
-  c = load_config(params_override=f"{dotted}={json.dumps(value).replace(' ', '')}")
+  override_text = f"{dotted}={json.dumps(value).replace(' ', '')}"
+  if dotted.endswith(("annotation_file", "image_dir")):   # a path is refused unless read
+    split = dotted.split(".")[1]
+    override_text += f",task.{split}.source=coco"
+    other = "image_dir" if dotted.endswith("annotation_file") else "annotation_file"
+    override_text += f",task.{split}.{other}=/other"
+  c = load_config(params_override=override_text)
   node = c
   for part in dotted.split("."):
     node = getattr(node, part)
