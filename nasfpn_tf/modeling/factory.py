@@ -7,6 +7,7 @@ from typing import Callable
 import keras
 
 from nasfpn_tf.configs.experiment import ModelConfig
+from nasfpn_tf.modeling.backbones.mobilenet_v2 import build_mobilenet_v2
 from nasfpn_tf.modeling.backbones.resnet import build_resnet
 from nasfpn_tf.modeling.decoders.fpn import FPN
 from nasfpn_tf.modeling.decoders.nasfpn import NasFpn
@@ -41,10 +42,29 @@ DECODERS: dict[str, Callable[[ModelConfig, bool], keras.layers.Layer]] = {
 }
 
 
-def build_backbone(config: ModelConfig, sync_bn: bool = False) -> keras.Model:
+def _build_resnet(config: ModelConfig, sync_bn: bool) -> keras.Model:
   b = config.backbone
   return build_resnet(b.depth, (*config.input_size, 3), width_multiplier=b.width_multiplier,
                       weights_path=b.weights_path, **_norm_kwargs(config, sync_bn))
+
+
+def _build_mobilenet_v2(config: ModelConfig, sync_bn: bool) -> keras.Model:
+  b = config.backbone
+  return build_mobilenet_v2((*config.input_size, 3), width_multiplier=b.width_multiplier,
+                            weights=b.weights_path, **_norm_kwargs(config, sync_bn))
+
+
+BACKBONES: dict[str, Callable[[ModelConfig, bool], keras.Model]] = {
+    "resnet": _build_resnet,
+    "mobilenet_v2": _build_mobilenet_v2,
+}
+
+
+def build_backbone(config: ModelConfig, sync_bn: bool = False) -> keras.Model:
+  if config.backbone.type not in BACKBONES:
+    raise ValueError(f"task.model.backbone.type: '{config.backbone.type}' is not one of "
+                     f"{sorted(BACKBONES)}")
+  return BACKBONES[config.backbone.type](config, sync_bn)
 
 
 def build_model(config: ModelConfig, sync_bn: bool = False, nms: str = "combined") -> RetinaNetModel:
