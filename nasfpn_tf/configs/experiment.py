@@ -82,9 +82,13 @@ class DecoderConfig:
   use_dropblock: bool = False
   dropblock_size: int = 3
   dropblock_keep_prob: float = 0.9
+  # NAS-FPN only: depthwise-separable 3x3 convs in the merging cells (NAS-FPNLite).
+  use_separable_conv: bool = False
 
   def __post_init__(self):
     _check_choice(self.type, "type", ("fpn", "nasfpn"))
+    _check(not self.use_separable_conv or self.type == "nasfpn", "use_separable_conv",
+           f"is a NAS-FPN option; decoder type is '{self.type}'")
     _check(self.filters > 0, "filters", "must be > 0")
     _check(self.num_repeats >= 1, "num_repeats", "must be >= 1")
     _check_choice(self.global_pool_type, "global_pool_type", ("max", "avg"))
@@ -97,6 +101,8 @@ class HeadConfig:
   num_convs: int = 4
   filters: int = 256
   prior_probability: float = 0.01
+  # Depthwise-separable 3x3 convs in the class/box subnets and predictors (NAS-FPNLite).
+  use_separable_conv: bool = False
 
   def __post_init__(self):
     _check(self.num_convs >= 0, "num_convs", "must be >= 0")

@@ -33,7 +33,8 @@ def _build_nasfpn(config: ModelConfig, sync_bn: bool) -> keras.layers.Layer:
                 min_level=config.min_level, max_level=config.max_level,
                 global_pool_type=d.global_pool_type, use_dropblock=d.use_dropblock,
                 dropblock_size=d.dropblock_size, dropblock_keep_prob=d.dropblock_keep_prob,
-                name="decoder", **_norm_kwargs(config, sync_bn))
+                use_separable_conv=d.use_separable_conv, name="decoder",
+                **_norm_kwargs(config, sync_bn))
 
 
 DECODERS: dict[str, Callable[[ModelConfig, bool], keras.layers.Layer]] = {
@@ -83,7 +84,8 @@ def build_model(config: ModelConfig, sync_bn: bool = False, nms: str = "combined
   head = RetinaNetHead(
       config.min_level, config.max_level, config.num_classes, anchors.anchors_per_location,
       num_convs=config.head.num_convs, filters=config.head.filters,
-      prior_probability=config.head.prior_probability, name="head",
+      prior_probability=config.head.prior_probability,
+      use_separable_conv=config.head.use_separable_conv, name="head",
       **_norm_kwargs(config, sync_bn))
   det = config.detection
   level_sizes = [len(a) for a in anchors(config.input_size).values()]
