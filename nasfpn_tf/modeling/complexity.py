@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow as tf
 
 from nasfpn_tf.configs.experiment import ModelConfig
@@ -30,6 +32,9 @@ def describe_model(config: ModelConfig) -> dict:
   Counts are trainable parameters; the `*_all` keys add batch-norm moving statistics
   (the convention of Model Garden's reported totals).
   """
+  # Counts do not depend on the weights: never download or read a backbone checkpoint here.
+  config = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone,
+                                                                    weights_path=""))
   model = build_model(config)
   out = count_params(model)
   out["macs"] = forward_macs(model, config.input_size)
