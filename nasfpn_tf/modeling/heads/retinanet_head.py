@@ -67,10 +67,13 @@ class RetinaNetHead(keras.layers.Layer):
   def _conv(self, filters: int, name: str, stddev: float, bias: float = 0.0):
     if self.use_separable_conv:
       # The pointwise kernel plays the dense kernel's part (its small init keeps the first
-      # predictions at the prior); the depthwise one keeps Keras' default so that the
-      # pointwise gradients are not scaled down by a second tiny factor.
+      # predictions at the prior). The depthwise kernel keeps the scale of its input (9 taps
+      # of std 1/3): Keras' default counts C * 9 inputs per tap and shrinks the depthwise
+      # output ~6x at 64 channels, which slows the predictors' learning (NAS-FPNLite on the
+      # embedded set at 128 px, 400 steps, one run each: AP 0.015 with it, 0.042 with this).
       return keras.layers.SeparableConv2D(
           filters, 3, padding="same", name=name, dtype=self.dtype_policy,
+          depthwise_initializer=keras.initializers.RandomNormal(stddev=1.0 / 3.0),
           pointwise_initializer=keras.initializers.RandomNormal(stddev=stddev),
           bias_initializer=keras.initializers.Constant(bias))
     return keras.layers.Conv2D(
