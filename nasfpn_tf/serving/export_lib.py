@@ -460,7 +460,16 @@ class TFLiteDetector:
     self.input_shape = tuple(int(d) for d in details["shape"])
 
   def _input(self, image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image, np.float32).reshape(self.input_shape)
+    image = np.asarray(image)
+    h, w = self.input_shape[1:3]
+    # Checked here: a wrong shape reaches the interpreter as an XNNPACK reshape failure.
+    if image.shape not in ((h, w, 3), (1, h, w, 3)) or not (
+        np.issubdtype(image.dtype, np.floating) or image.dtype == np.uint8):
+      raise ValueError(
+          f"{os.path.basename(self.path)} takes one preprocessed image of shape ({h}, {w}, 3) "
+          f"or (1, {h}, {w}, 3), float pixels 0..255 (or uint8); got shape {image.shape}, "
+          f"dtype {image.dtype}")
+    image = image.astype(np.float32).reshape(self.input_shape)
     if self.input_dtype == np.uint8:
       # The full-int8 file takes pixels as they are stored: rounding is the only change.
       return to_pixels(image)

@@ -6,6 +6,8 @@ fails the test even where an interpreter would refuse to load the file only on a
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from tensorflow.lite.python import schema_py_generated as schema
@@ -81,3 +83,27 @@ def test_nasfpnlite_trains_and_exports_builtin_ops_only(tmp_path):
     detector = export_lib.TFLiteDetector(export_lib.tflite_path(out, variant))
     result = detector.detect(np.full((128, 128, 3), 127.0, np.float32))
     assert result["detection_boxes"].shape == (1, 100, 4), variant
+  # A wrong shape or dtype is refused in one line naming the expected ones.
+  for bad in (np.zeros((96, 128, 3), np.float32), np.zeros((128, 128, 3), np.int64)):
+    with pytest.raises(ValueError, match=r"takes one preprocessed image of shape \(128, 128, "
+                                         r"3\).*got shape \(\d+, 128, 3\), dtype \w+$"):
+      detector.detect(bad)
+  _run_readme_tflite_snippet(out, tmp_path)
+
+
+def _run_readme_tflite_snippet(export_dir: str, tmp_path) -> None:
+  """The README's TFLite snippet, run as written but for the model and image paths."""
+  import re
+
+  import tensorflow as tf
+  from serving_helpers import ROOT
+  with open(os.path.join(ROOT, "README.md")) as f:
+    blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+  snippet = next(b for b in blocks if "get_signature_runner" in b)
+  photo = str(tmp_path / "photo.jpg")
+  tf.io.write_file(photo, tf.io.encode_jpeg(np.full((90, 160, 3), 200, np.uint8)))
+  snippet = snippet.replace("runs/default/export", export_dir).replace("photo.jpg", photo)
+  scope: dict = {}
+  exec(snippet, scope)  # noqa: S102 - the documented snippet itself is under test
+  assert scope["out"]["detection_boxes"].shape == (1, 100, 4)
+  assert tuple(scope["image_info"].shape) == (4, 2)
