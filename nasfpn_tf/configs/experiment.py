@@ -40,19 +40,33 @@ def _check_choice(value: Any, key: str, choices: tuple) -> None:
   _check(value in choices, key, f"'{value}' is not one of {list(choices)}")
 
 
+# Widths for which keras.applications publishes MobileNetV2 ImageNet weights.
+MOBILENET_V2_IMAGENET_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+
+
 @dataclasses.dataclass
 class BackboneConfig:
+  # "resnet" (ours, `depth`) or "mobilenet_v2" (keras.applications.MobileNetV2).
   type: str = "resnet"
+  # ResNet only.
   depth: int = 50
   # Local Keras weights file (`.weights.h5`) for the backbone; nothing is downloaded.
+  # mobilenet_v2 also takes "imagenet": Keras downloads its ImageNet weights.
   weights_path: str = ""
-  # Scales every ResNet width; 1.0 is the standard network. Small values make CPU runs fast.
+  # Scales every width; 1.0 is the standard network (MobileNetV2's `alpha`). Small values
+  # make CPU runs fast.
   width_multiplier: float = 1.0
 
   def __post_init__(self):
-    _check_choice(self.type, "type", ("resnet",))
+    _check_choice(self.type, "type", ("resnet", "mobilenet_v2"))
     _check_choice(self.depth, "depth", (10, 18, 34, 50, 101))
     _check(self.width_multiplier > 0, "width_multiplier", "must be > 0")
+    if self.weights_path == "imagenet":
+      _check(self.type == "mobilenet_v2", "weights_path",
+             "'imagenet' (a Keras download) exists for mobilenet_v2 only; give resnet a local file")
+      _check(self.width_multiplier in MOBILENET_V2_IMAGENET_WIDTHS, "width_multiplier",
+             f"{self.width_multiplier}: MobileNetV2 ImageNet weights exist for "
+             f"{list(MOBILENET_V2_IMAGENET_WIDTHS)} only")
 
 
 @dataclasses.dataclass
@@ -68,12 +82,16 @@ class DecoderConfig:
   use_dropblock: bool = False
   dropblock_size: int = 3
   dropblock_keep_prob: float = 0.9
+  # NAS-FPN only: depthwise-separable 3x3 convs in the merging cells (NAS-FPNLite).
+  use_separable_conv: bool = False
   # nasfpn_supernet only (one-shot search): merging cells per repeat of the supernet.
   num_cells: int = 7
 
   def __post_init__(self):
     _check_choice(self.type, "type", ("fpn", "nasfpn", "nasfpn_supernet"))
     _check(self.num_cells >= 1, "num_cells", "must be >= 1")
+    _check(not self.use_separable_conv or self.type == "nasfpn", "use_separable_conv",
+           f"is a NAS-FPN option; decoder type is '{self.type}'")
     _check(self.filters > 0, "filters", "must be > 0")
     _check(self.num_repeats >= 1, "num_repeats", "must be >= 1")
     _check_choice(self.global_pool_type, "global_pool_type", ("max", "avg"))
@@ -86,6 +104,8 @@ class HeadConfig:
   num_convs: int = 4
   filters: int = 256
   prior_probability: float = 0.01
+  # Depthwise-separable 3x3 convs in the class/box subnets and predictors (NAS-FPNLite).
+  use_separable_conv: bool = False
 
   def __post_init__(self):
     _check(self.num_convs >= 0, "num_convs", "must be >= 0")

@@ -7,6 +7,8 @@ drawings' titles) stays cheap.
 
 from __future__ import annotations
 
+import dataclasses
+
 from nasfpn_tf.architecture_spec import spec_label
 from nasfpn_tf.configs.experiment import ModelConfig
 
@@ -55,13 +57,17 @@ def describe_model(config: ModelConfig) -> dict:
   """
   from nasfpn_tf.modeling.factory import build_model, count_params
 
+  # Counts do not depend on the weights: never download or read a backbone checkpoint here.
+  config = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone,
+                                                                    weights_path=""))
   model = build_model(config)
   out = count_params(model)
   out["macs"] = forward_macs(model, config.input_size)
   out["input_size"] = list(config.input_size)
   b, h, d = config.backbone, config.head, config.decoder
   width = f" x{b.width_multiplier:g} width" if b.width_multiplier != 1 else ""
-  out["backbone"] = f"ResNet-{b.depth}{width}"
+  out["backbone"] = (f"MobileNetV2{width}" if b.type == "mobilenet_v2"
+                     else f"ResNet-{b.depth}{width}")
   out["head"] = f"{h.num_convs} convs x {h.filters} filters, {config.num_classes} classes"
   out["decoder"] = decoder_summary(config)
   out["decoder_type"] = d.type

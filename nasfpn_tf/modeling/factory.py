@@ -7,6 +7,7 @@ from typing import Callable
 import keras
 
 from nasfpn_tf.configs.experiment import ModelConfig
+from nasfpn_tf.modeling.backbones.mobilenet_v2 import build_mobilenet_v2
 from nasfpn_tf.modeling.backbones.resnet import build_resnet
 from nasfpn_tf.modeling.decoders.fpn import FPN
 from nasfpn_tf.modeling.decoders.nasfpn import NasFpn
@@ -34,7 +35,8 @@ def _build_nasfpn(config: ModelConfig, sync_bn: bool) -> keras.layers.Layer:
                 min_level=config.min_level, max_level=config.max_level,
                 global_pool_type=d.global_pool_type, use_dropblock=d.use_dropblock,
                 dropblock_size=d.dropblock_size, dropblock_keep_prob=d.dropblock_keep_prob,
-                name="decoder", **_norm_kwargs(config, sync_bn))
+                use_separable_conv=d.use_separable_conv, name="decoder",
+                **_norm_kwargs(config, sync_bn))
 
 
 def _build_nasfpn_supernet(config: ModelConfig, sync_bn: bool) -> keras.layers.Layer:
@@ -54,10 +56,29 @@ DECODERS: dict[str, Callable[[ModelConfig, bool], keras.layers.Layer]] = {
 MODELS = {"nasfpn_supernet": SupernetModel}
 
 
-def build_backbone(config: ModelConfig, sync_bn: bool = False) -> keras.Model:
+def _build_resnet(config: ModelConfig, sync_bn: bool) -> keras.Model:
   b = config.backbone
   return build_resnet(b.depth, (*config.input_size, 3), width_multiplier=b.width_multiplier,
                       weights_path=b.weights_path, **_norm_kwargs(config, sync_bn))
+
+
+def _build_mobilenet_v2(config: ModelConfig, sync_bn: bool) -> keras.Model:
+  b = config.backbone
+  return build_mobilenet_v2((*config.input_size, 3), width_multiplier=b.width_multiplier,
+                            weights=b.weights_path, **_norm_kwargs(config, sync_bn))
+
+
+BACKBONES: dict[str, Callable[[ModelConfig, bool], keras.Model]] = {
+    "resnet": _build_resnet,
+    "mobilenet_v2": _build_mobilenet_v2,
+}
+
+
+def build_backbone(config: ModelConfig, sync_bn: bool = False) -> keras.Model:
+  if config.backbone.type not in BACKBONES:
+    raise ValueError(f"task.model.backbone.type: '{config.backbone.type}' is not one of "
+                     f"{sorted(BACKBONES)}")
+  return BACKBONES[config.backbone.type](config, sync_bn)
 
 
 def build_model(config: ModelConfig, sync_bn: bool = False, nms: str = "combined") -> RetinaNetModel:
@@ -76,7 +97,8 @@ def build_model(config: ModelConfig, sync_bn: bool = False, nms: str = "combined
   head = RetinaNetHead(
       config.min_level, config.max_level, config.num_classes, anchors.anchors_per_location,
       num_convs=config.head.num_convs, filters=config.head.filters,
-      prior_probability=config.head.prior_probability, name="head",
+      prior_probability=config.head.prior_probability,
+      use_separable_conv=config.head.use_separable_conv, name="head",
       **_norm_kwargs(config, sync_bn))
   det = config.detection
   level_sizes = [len(a) for a in anchors(config.input_size).values()]

@@ -437,12 +437,14 @@ class TFLiteDetector:
 
   def _input(self, image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
-    if image.shape not in (self.input_shape, self.input_shape[1:]):
-      raise ValueError(f"{self.path}: image of shape {image.shape}, but the model takes "
-                       f"{self.input_shape[1:]} or {self.input_shape}: resize it with "
-                       "nasfpn_tf.data.preprocess.resize_and_crop_image first")
-    if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
-      raise ValueError(f"{self.path}: image of dtype {image.dtype}, expected numbers (pixels)")
+    h, w = self.input_shape[1:3]
+    # Checked here: a wrong shape reaches the interpreter as an XNNPACK reshape failure.
+    if image.shape not in ((h, w, 3), (1, h, w, 3)) or not (
+        np.issubdtype(image.dtype, np.floating) or image.dtype == np.uint8):
+      raise ValueError(
+          f"{os.path.basename(self.path)} takes one preprocessed image of shape ({h}, {w}, 3) "
+          f"or (1, {h}, {w}, 3), float pixels 0..255 (or uint8); got shape {image.shape}, "
+          f"dtype {image.dtype}")
     image = image.astype(np.float32).reshape(self.input_shape)
     if not np.isfinite(image).all():
       raise ValueError(f"{self.path}: image holds NaN or infinite values")

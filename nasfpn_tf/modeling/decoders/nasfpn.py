@@ -44,6 +44,8 @@ class NasFpn(keras.layers.Layer):
     norm_momentum, norm_epsilon, use_sync_bn: batch-norm settings.
     kernel_initializer: for every conv; None is Model Garden's
       VarianceScaling(2.0, "fan_out", "untruncated_normal").
+    use_separable_conv: depthwise-separable 3x3 convs in the merging cells (the paper's
+      NAS-FPNLite, Model Garden's `use_separable_conv`); the spec is unchanged.
 
   Call arguments:
     features: backbone features {"P3": ..., "P5": ...} from `min_level` up to some
@@ -65,7 +67,7 @@ class NasFpn(keras.layers.Layer):
                use_dropblock: bool = False, dropblock_size: int = 3,
                dropblock_keep_prob: float = 0.9, norm_momentum: float = 0.99,
                norm_epsilon: float = 1e-3, use_sync_bn: bool = False,
-               kernel_initializer: Any = None, **kwargs):
+               kernel_initializer: Any = None, use_separable_conv: bool = False, **kwargs):
     super().__init__(**kwargs)
     if num_repeats < 1:
       raise ValueError(f"num_repeats {num_repeats} must be >= 1")
@@ -88,6 +90,7 @@ class NasFpn(keras.layers.Layer):
     self.dropblock_size, self.dropblock_keep_prob = dropblock_size, dropblock_keep_prob
     self.norm_momentum, self.norm_epsilon, self.use_sync_bn = norm_momentum, norm_epsilon, use_sync_bn
     self.kernel_initializer = initializer_config(kernel_initializer)
+    self.use_separable_conv = bool(use_separable_conv)
 
   @property
   def levels(self) -> list[int]:
@@ -136,7 +139,8 @@ class NasFpn(keras.layers.Layer):
         layer = MergingCell(
             [pool_levels[i] for i in indices], cell.level, cell.op, self.filters,
             self.global_pool_type, self.use_dropblock, self.dropblock_keep_prob,
-            self.dropblock_size, name=f"repeat{r}_cell{k}_P{cell.level}", **self._common_args())
+            self.dropblock_size, use_separable_conv=self.use_separable_conv,
+            name=f"repeat{r}_cell{k}_P{cell.level}", **self._common_args())
         # Every pool entry has `filters` channels; entries of one level share a size.
         layer.build([shapes[pool_levels[i]] for i in indices])
         repeat.append((layer, indices))
@@ -173,4 +177,5 @@ class NasFpn(keras.layers.Layer):
             "dropblock_size": self.dropblock_size, "dropblock_keep_prob": self.dropblock_keep_prob,
             "norm_momentum": self.norm_momentum, "norm_epsilon": self.norm_epsilon,
             "use_sync_bn": self.use_sync_bn,
-            "kernel_initializer": copy.deepcopy(self.kernel_initializer)}
+            "kernel_initializer": copy.deepcopy(self.kernel_initializer),
+            "use_separable_conv": self.use_separable_conv}

@@ -28,6 +28,8 @@ class RetinaNetHead(keras.layers.Layer):
     prior_probability: initial foreground probability; sets the class bias so early
       training is not swamped by background loss (RetinaNet paper, section 4.1).
     norm_momentum, norm_epsilon, use_sync_bn: batch-norm settings.
+    use_separable_conv: depthwise-separable 3x3 convs for the subnets and the predictors
+      (NAS-FPNLite, Model Garden's option of the same name).
 
   Call arguments:
     features: {"P3": [B, H3, W3, C], ...}.
@@ -43,7 +45,8 @@ class RetinaNetHead(keras.layers.Layer):
   def __init__(self, min_level: int = 3, max_level: int = 7, num_classes: int = 91,
                num_anchors_per_location: int = 9, num_convs: int = 4, filters: int = 256,
                prior_probability: float = 0.01, norm_momentum: float = 0.99,
-               norm_epsilon: float = 1e-3, use_sync_bn: bool = False, **kwargs):
+               norm_epsilon: float = 1e-3, use_sync_bn: bool = False,
+               use_separable_conv: bool = False, **kwargs):
     super().__init__(**kwargs)
     if min_level > max_level:
       raise ValueError(f"min_level {min_level} > max_level {max_level}")
@@ -55,12 +58,24 @@ class RetinaNetHead(keras.layers.Layer):
     self.num_convs, self.filters = num_convs, filters
     self.prior_probability = prior_probability
     self.norm_momentum, self.norm_epsilon, self.use_sync_bn = norm_momentum, norm_epsilon, use_sync_bn
+    self.use_separable_conv = bool(use_separable_conv)
 
   @property
   def levels(self) -> list[str]:
     return [f"P{l}" for l in range(self.min_level, self.max_level + 1)]
 
   def _conv(self, filters: int, name: str, stddev: float, bias: float = 0.0):
+    if self.use_separable_conv:
+      # The pointwise kernel plays the dense kernel's part (its small init keeps the first
+      # predictions at the prior). The depthwise kernel keeps the scale of its input (9 taps
+      # of std 1/3): Keras' default counts C * 9 inputs per tap and shrinks the depthwise
+      # output ~6x at 64 channels, which slows the predictors' learning (NAS-FPNLite on the
+      # embedded set at 128 px, 400 steps, one run each: AP 0.015 with it, 0.042 with this).
+      return keras.layers.SeparableConv2D(
+          filters, 3, padding="same", name=name, dtype=self.dtype_policy,
+          depthwise_initializer=keras.initializers.RandomNormal(stddev=1.0 / 3.0),
+          pointwise_initializer=keras.initializers.RandomNormal(stddev=stddev),
+          bias_initializer=keras.initializers.Constant(bias))
     return keras.layers.Conv2D(
         filters, 3, padding="same", name=name, dtype=self.dtype_policy,
         kernel_initializer=keras.initializers.RandomNormal(stddev=stddev),
@@ -119,4 +134,5 @@ class RetinaNetHead(keras.layers.Layer):
             "num_anchors_per_location": self.num_anchors_per_location,
             "num_convs": self.num_convs, "filters": self.filters,
             "prior_probability": self.prior_probability, "norm_momentum": self.norm_momentum,
-            "norm_epsilon": self.norm_epsilon, "use_sync_bn": self.use_sync_bn}
+            "norm_epsilon": self.norm_epsilon, "use_sync_bn": self.use_sync_bn,
+            "use_separable_conv": self.use_separable_conv}

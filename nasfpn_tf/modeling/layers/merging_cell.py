@@ -35,6 +35,8 @@ class MergingCell(keras.layers.Layer):
   `filters`, then nearest upsampling or max pooling), the first two are merged with
   `op`, any further inputs are added (the output rule: an output cell absorbs the
   same-level maps no cell consumed), then ReLU -> Conv3x3 -> BN (-> DropBlock).
+  With `use_separable_conv` the 3x3 conv is depthwise-separable (NAS-FPNLite); the 1x1
+  projections stay plain convs (a separable 1x1 would only add a per-channel scale).
 
   Args:
     input_levels: original pyramid level of each input; the first two are the
@@ -46,8 +48,9 @@ class MergingCell(keras.layers.Layer):
     global_pool_type: "max" (TF reference) or "avg" (mmdetection).
     use_dropblock, dropblock_keep_prob, dropblock_size: optional DropBlock after BN.
     norm_momentum, norm_epsilon, use_sync_bn: batch-norm settings.
-    kernel_initializer: for the convs; None is Model Garden's
-      VarianceScaling(2.0, "fan_out", "untruncated_normal").
+    kernel_initializer: for the convs (both kernels of a separable one); None is Model
+      Garden's VarianceScaling(2.0, "fan_out", "untruncated_normal").
+    use_separable_conv: depthwise 3x3 + pointwise 1x1 instead of a full 3x3 conv.
 
   Call arguments:
     inputs: list of [B, H_i, W_i, C_i] tensors, one per `input_levels` entry.
@@ -65,7 +68,8 @@ class MergingCell(keras.layers.Layer):
                filters: int = 256, global_pool_type: str = "max", use_dropblock: bool = False,
                dropblock_keep_prob: float = 0.9, dropblock_size: int = 3,
                norm_momentum: float = 0.99, norm_epsilon: float = 1e-3,
-               use_sync_bn: bool = False, kernel_initializer: Any = None, **kwargs):
+               use_sync_bn: bool = False, kernel_initializer: Any = None,
+               use_separable_conv: bool = False, **kwargs):
     super().__init__(**kwargs)
     if len(input_levels) < 2:
       raise ValueError(f"a merging cell needs at least 2 inputs, got levels {list(input_levels)}")
@@ -82,6 +86,17 @@ class MergingCell(keras.layers.Layer):
     self.dropblock_keep_prob, self.dropblock_size = dropblock_keep_prob, dropblock_size
     self.norm_momentum, self.norm_epsilon, self.use_sync_bn = norm_momentum, norm_epsilon, use_sync_bn
     self.kernel_initializer = initializer_config(kernel_initializer)
+    self.use_separable_conv = bool(use_separable_conv)
+
+  def _make_conv(self) -> keras.layers.Layer:
+    if self.use_separable_conv:
+      return keras.layers.SeparableConv2D(
+          self.filters, 3, padding="same", name="conv", dtype=self.dtype_policy,
+          depthwise_initializer=make_initializer(self.kernel_initializer),
+          pointwise_initializer=make_initializer(self.kernel_initializer))
+    return keras.layers.Conv2D(
+        self.filters, 3, padding="same", name="conv", dtype=self.dtype_policy,
+        kernel_initializer=make_initializer(self.kernel_initializer))
 
   def build(self, input_shape):
     input_shape = [tuple(s) for s in input_shape]
@@ -95,9 +110,7 @@ class MergingCell(keras.layers.Layer):
                        name=f"resample_{i}_P{level}", dtype=self.dtype_policy)
       layer.build(shape)
       self.resamplers.append(layer)
-    self.conv = keras.layers.Conv2D(
-        self.filters, 3, padding="same", name="conv", dtype=self.dtype_policy,
-        kernel_initializer=make_initializer(self.kernel_initializer))
+    self.conv = self._make_conv()
     self.conv.build((None, None, None, self.filters))
     self.norm = FusedBatchNorm(
         momentum=self.norm_momentum, epsilon=self.norm_epsilon, synchronized=self.use_sync_bn,
@@ -130,4 +143,5 @@ class MergingCell(keras.layers.Layer):
             "dropblock_keep_prob": self.dropblock_keep_prob,
             "dropblock_size": self.dropblock_size, "norm_momentum": self.norm_momentum,
             "norm_epsilon": self.norm_epsilon, "use_sync_bn": self.use_sync_bn,
-            "kernel_initializer": copy.deepcopy(self.kernel_initializer)}
+            "kernel_initializer": copy.deepcopy(self.kernel_initializer),
+            "use_separable_conv": self.use_separable_conv}
