@@ -56,6 +56,7 @@ class OneShotReward:
     self._head_norms = _batch_norms(model.head)
     # One trace for every path: the path is variables in the supernet.
     self._score_fn = tf.function(self._detect)
+    self._calibrate_fn = None
     self.cache: dict[str, float] = {}
 
   def _inputs(self, images) -> list:
@@ -66,24 +67,47 @@ class OneShotReward:
     return self.model.detection_generator(out["cls_outputs"], out["box_outputs"],
                                           self.model.anchors)
 
-  def recalibrate(self, spec: ArchitectureSpec) -> None:
-    """Batch-norm statistics of `spec`'s path and of the head from the calibration batches."""
-    self.decoder.set_architecture(spec)
-    norms = self.decoder.path_norms(spec) + self._head_norms
-    saved = [n.momentum for n in norms]
-    for n in norms:
-      n.moving_mean.assign(np.zeros(n.moving_mean.shape, np.float32))
-      n.moving_variance.assign(np.ones(n.moving_variance.shape, np.float32))
-    try:
-      for i, feats in enumerate(self._calibration):
-        # momentum i / (i + 1): after batch i the statistics are the mean of batches 0..i.
+  def _calibration_step(self):
+    """A traced training-mode pass whose batch norms keep exactly the last batch's statistics.
+
+    Traced once with momentum 0 on every batch norm a path can use (the traced graph keeps
+    that value; the layers' own momentum is put back afterwards): running the calibration
+    eagerly, where the momentum can change per batch, took 1.1 of the 2.0 s a score cost.
+    """
+    if self._calibrate_fn is None:
+      norms = list(self.decoder.slot_norms.values()) + self._head_norms
+      saved = [n.momentum for n in norms]
+      feats = self._calibration[0]
+      signature = [tf.TensorSpec([None, *f.shape[1:]], f.dtype) for f in feats]
+      fn = tf.function(lambda feats: self.model.head_outputs(
+          self.decoder.run_cells(feats, training=True), training=True),
+          input_signature=[signature])
+      try:
         for n in norms:
-          n.momentum = i / (i + 1.0)
-        # Eager: the momentum is read at call time (a trace would freeze it).
-        self.model.head_outputs(self.decoder.run_cells(feats, training=True), training=True)
-    finally:
-      for n, m in zip(norms, saved):
-        n.momentum = m
+          n.momentum = 0.0
+        self._calibrate_fn = fn.get_concrete_function(signature)
+      finally:
+        for n, m in zip(norms, saved):
+          n.momentum = m
+    return self._calibrate_fn
+
+  def recalibrate(self, spec: ArchitectureSpec) -> None:
+    """Batch-norm statistics of `spec`'s path and of the head: the mean over the
+    calibration batches of each batch's statistics."""
+    self.decoder.set_architecture(spec)
+    step = self._calibration_step()
+    norms = self.decoder.path_norms(spec) + self._head_norms
+    means = [np.zeros(n.moving_mean.shape, np.float64) for n in norms]
+    variances = [np.zeros(n.moving_variance.shape, np.float64) for n in norms]
+    for feats in self._calibration:
+      step(feats)
+      for n, m, v in zip(norms, means, variances):
+        m += np.asarray(n.moving_mean)
+        v += np.asarray(n.moving_variance)
+    count = len(self._calibration)
+    for n, m, v in zip(norms, means, variances):
+      n.moving_mean.assign((m / count).astype(np.float32))
+      n.moving_variance.assign((v / count).astype(np.float32))
 
   def evaluate(self, spec: ArchitectureSpec) -> dict[str, float]:
     """Recalibrates `spec`'s path and returns its COCO metrics on the held-out batches."""
