@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -46,8 +47,16 @@ def isdir(path: str) -> bool:
 
 
 def makedirs(path: str) -> None:
-  """Creates `path` and its parents; an existing folder is fine."""
-  tf.io.gfile.makedirs(path)
+  """Creates `path` and its parents; an existing folder is fine.
+
+  Raises:
+    OSError: naming `path` (a file in the way, no permission), as the os module would:
+      gfile raises TensorFlow's own error types, which callers should not need to know.
+  """
+  try:
+    tf.io.gfile.makedirs(path)
+  except tf.errors.OpError as e:
+    raise OSError(errno.EIO, e.message.split("\n")[0], path) from None
 
 
 def glob(pattern: str) -> list[str]:

@@ -300,9 +300,15 @@ def check_intervals(config: ExperimentConfig) -> None:
 
 
 def check_init_checkpoint(config: ExperimentConfig) -> None:
+  """A missing or wrong `task.init_checkpoint` (a Keras file or a TensorFlow checkpoint
+  prefix) fails before anything is written, naming the key."""
   path = config.task.init_checkpoint
-  if path and not tf.io.gfile.exists(path):
-    raise ConfigError("task.init_checkpoint", f"{path} does not exist")
+  if not path:
+    return
+  try:
+    checkpoint_import.preflight(path, config.task.init_checkpoint_modules)
+  except checkpoint_import.CheckpointImportError as e:
+    raise ConfigError("task.init_checkpoint", str(e)) from None
 
 
 def check_batch(data: DataConfig, strategy: tf.distribute.Strategy, key: str) -> None:
@@ -565,12 +571,6 @@ def _finish(run: _Run, result: TrainResult) -> None:
   file_io.remove(os.path.join(run.model_dir, BACKUP_DIR))
 
 
-def _preflight_init_checkpoint(config: ExperimentConfig) -> None:
-  """A missing or wrong `task.init_checkpoint` fails before anything is written."""
-  if config.task.init_checkpoint:
-    checkpoint_import.preflight(config.task.init_checkpoint, config.task.init_checkpoint_modules)
-
-
 def _init_from_checkpoint(model, config: ExperimentConfig, verbose: int) -> None:
   path = config.task.init_checkpoint
   if not path:
@@ -586,7 +586,6 @@ def train(config: ExperimentConfig, model_dir: str, verbose: int = 1) -> TrainRe
 
   Writes (chief only) config.yaml, checkpoint.weights.h5, model.keras and TensorBoard logs.
   """
-  _preflight_init_checkpoint(config)
   run = _setup(config, model_dir, verbose)
   train_ds = _train_input(run)
   _write_config(run)
@@ -609,8 +608,6 @@ def train_and_evaluate(config: ExperimentConfig, model_dir: str,
   """
   if mode not in ("train", "eval", "train_and_eval"):
     raise ValueError(f"mode '{mode}' is not train, eval or train_and_eval")
-  if mode != "eval":
-    _preflight_init_checkpoint(config)
   run = _setup(config, model_dir, verbose)
   # Evaluation runs on the chief alone: the other workers have nothing to report.
   eval_input = _eval_input(run) if mode != "train" and run.chief else None

@@ -137,7 +137,7 @@ def test_supernet_loss_falls_on_one_repeated_batch(tmp_path):
   config = supernet_config(load_config(CONFIG, overrides))
   result = train(config, str(tmp_path / "supernet"), verbose=0)
   loss = result.history["loss"]   # mean of each 6-step epoch, every step on another path
-  assert len(loss) == 10 and np.mean(loss[-3:]) < 0.7 * np.mean(loss[:3]), loss
+  assert len(loss) == 10 and np.mean(loss[-3:]) < 0.9 * np.mean(loss[:3]), loss
 
 
 def test_scoring_a_path_twice_gives_the_same_ap(trained_supernet):

@@ -43,10 +43,8 @@ def parity_module():
   """export/parity.py as a module (loaded once: it defines absl flags)."""
   global _PARITY
   if _PARITY is None:
-    spec = importlib.util.spec_from_file_location("nasfpn_parity",
-                                                  os.path.join(ROOT, "export", "parity.py"))
-    _PARITY = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(_PARITY)
+    from tests.run_helpers import load_script
+    _PARITY = load_script("nasfpn_parity", os.path.join(ROOT, "export", "parity.py"))
   return _PARITY
 
 
