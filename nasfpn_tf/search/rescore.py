@@ -43,10 +43,19 @@ def _child_trainable(config: dict[str, Any], base_config: ExperimentConfig = Non
     tune.report({"AP": stored, "finished": True})
     return
 
+  train_steps = base_config.trainer.train_steps
+
   class ReportEvaluation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
-      if logs and "val_AP" in logs:
-        tune.report({"AP": float(logs["val_AP"]), "finished": False})
+      if not logs or "val_AP" not in logs:
+        return
+      finished = int(self.model.optimizer.iterations.numpy()) >= train_steps
+      if finished:
+        # ASHA stops a trial as soon as it reports its last rung (max_t): store the result
+        # now, so that a rerun finds this child done.
+        _write_reward(model_dir, spec, {k[4:]: v for k, v in logs.items()
+                                        if k.startswith("val_")})
+      tune.report({"AP": float(logs["val_AP"]), "finished": finished})
 
   os.makedirs(model_dir, exist_ok=True)
   metrics = train_and_evaluate(child_config(base_config, spec), model_dir, verbose=2,

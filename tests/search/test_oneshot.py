@@ -211,6 +211,11 @@ def test_oneshot_search_survives_kill_9_and_finishes_with_asha_rescoring(tmp_pat
   summary = json.loads((search_dir / "summary.json").read_text())
   rows = summary["stages"]["rescore"]["rows"]
   assert len(rows) == 2 and all(r["evaluations"] >= 1 for r in rows)
+  # The child ASHA let run to the end stored its reward (a rerun does not train it again).
+  finished = [r for r in rows if r["finished"]]
+  assert finished and all(r["evaluations"] == 2 for r in finished)
+  assert len(list((search_dir / "rescore" / "children").glob("*/proxy_reward.json"))) == \
+      len(finished)
   best = parse_spec(str(search_dir / "best_1.yaml"))
   assert best.to_string() == rows[0]["spec"]
   assert "winner:" in out
