@@ -28,6 +28,38 @@ from nasfpn_tf.modeling.layers.resample import Resample, initializer_config, res
 __all__ = ["NasFpn", "cell_input_plan"]  # cell_input_plan re-exported for existing imports
 
 
+def build_input_resamplers(levels: list[int], input_shape: Mapping, filters: int,
+                           common_args: dict) -> tuple[dict, dict]:
+  """The pyramid's input layers, keyed by level, and their output shapes.
+
+  A backbone level gets a 1x1 conv + BN where its width is not `filters`; a level above the
+  backbone is made from the level below (Model Garden's P6 / P7). Shared by `NasFpn` and
+  the one-shot supernet, whose inputs do not depend on the architecture.
+  """
+  resamplers, shapes = {}, {}
+  for level in levels:
+    key = f"P{level}"
+    if key in input_shape:
+      source, shape = level, tuple(input_shape[key])
+    else:
+      source, shape = level - 1, shapes[level - 1]
+    layer = Resample(source, level, filters, name=f"input_{key}", **common_args)
+    layer.build(shape)
+    resamplers[level] = layer
+    shapes[level] = layer.compute_output_shape(shape)
+  return resamplers, shapes
+
+
+def pyramid_inputs(resamplers: Mapping, features: Mapping, training=None) -> list:
+  """Runs `build_input_resamplers`' layers: P{min}..P{max} at the pyramid's width."""
+  feats, previous = [], None
+  for level, layer in resamplers.items():
+    key = f"P{level}"
+    previous = layer(features[key] if key in features else previous, training=training)
+    feats.append(previous)
+  return feats
+
+
 @keras.saving.register_keras_serializable(package="nasfpn_tf")
 class NasFpn(keras.layers.Layer):
   """Feature pyramid built from merging cells.
@@ -118,18 +150,8 @@ class NasFpn(keras.layers.Layer):
 
   def build(self, input_shape: Mapping):
     self._check_inputs(input_shape)
-    self.input_resamplers = {}
-    shapes = {}
-    for level in self.levels:
-      key = f"P{level}"
-      if key in input_shape:  # a backbone level: project where the width differs
-        source, shape = level, tuple(input_shape[key])
-      else:  # above the backbone: resample the level below (Model Garden's P6 / P7)
-        source, shape = level - 1, shapes[level - 1]
-      layer = Resample(source, level, self.filters, name=f"input_{key}", **self._common_args())
-      layer.build(shape)
-      self.input_resamplers[level] = layer
-      shapes[level] = layer.compute_output_shape(shape)
+    self.input_resamplers, shapes = build_input_resamplers(
+        self.levels, input_shape, self.filters, self._common_args())
     plan = cell_input_plan(self.spec)
     pool_levels = self.spec.pool_levels()
     self.cells = []
@@ -147,12 +169,7 @@ class NasFpn(keras.layers.Layer):
       self.cells.append(repeat)
 
   def call(self, features: Mapping, training=None):
-    feats, previous = [], None
-    for level in self.levels:
-      key = f"P{level}"
-      x = features[key] if key in features else previous
-      previous = self.input_resamplers[level](x, training=training)
-      feats.append(previous)
+    feats = pyramid_inputs(self.input_resamplers, features, training)
     outputs = self.spec.output_cells()
     for repeat in self.cells:
       pool = list(feats)

@@ -39,8 +39,9 @@ from keras import ops
 
 from nasfpn_tf.architecture_spec import OPS, ArchitectureSpec, cell_input_plan, parse_spec
 from nasfpn_tf.modeling.layers.batch_norm import FusedBatchNorm
+from nasfpn_tf.modeling.decoders.nasfpn import build_input_resamplers, pyramid_inputs
 from nasfpn_tf.modeling.layers.merge_ops import POOL_TYPES, global_pool_merge
-from nasfpn_tf.modeling.layers.resample import (Resample, initializer_config, make_initializer,
+from nasfpn_tf.modeling.layers.resample import (initializer_config, make_initializer,
                                                 resample_to_level, resampled_size)
 
 
@@ -137,16 +138,8 @@ class NasFpnSupernet(keras.layers.Layer):
     norm = {"norm_momentum": self.norm_momentum, "norm_epsilon": self.norm_epsilon,
             "use_sync_bn": self.use_sync_bn, "kernel_initializer": self.kernel_initializer,
             "dtype": self.dtype_policy}
-    self.input_resamplers = {}
-    shapes = {}
-    for level in self.levels:
-      key = f"P{level}"
-      source, shape = (level, tuple(input_shape[key])) if key in input_shape else (
-          level - 1, shapes[level - 1])
-      layer = Resample(source, level, self.filters, name=f"input_{key}", **norm)
-      layer.build(shape)
-      self.input_resamplers[key] = layer
-      shapes[level] = layer.compute_output_shape(shape)
+    self.input_resamplers, _ = build_input_resamplers(self.levels, input_shape, self.filters,
+                                                      norm)
     self.slot_convs, self.slot_norms = {}, {}
     feature_shape = (None, None, None, self.filters)
     for r in range(self.num_repeats):
@@ -169,13 +162,7 @@ class NasFpnSupernet(keras.layers.Layer):
 
   def input_features(self, features: Mapping, training=None) -> list:
     """The pyramid's inputs P{min}..P{max} at `filters` channels (path-independent)."""
-    feats, previous = [], None
-    for level in self.levels:
-      key = f"P{level}"
-      x = features[key] if key in features else previous
-      previous = self.input_resamplers[key](x, training=training)
-      feats.append(previous)
-    return feats
+    return pyramid_inputs(self.input_resamplers, features, training)
 
   def path_norms(self, spec: Optional[ArchitectureSpec] = None) -> list[FusedBatchNorm]:
     """The batch-norm layers the path uses (for recalibrating their statistics)."""
@@ -246,8 +233,7 @@ class NasFpnSupernet(keras.layers.Layer):
       raise ValueError("inherit_weights: the NasFpn must have the path's spec, "
                        f"filters={self.filters} and num_repeats={self.num_repeats}")
     for level in self.levels:
-      decoder.input_resamplers[level].set_weights(
-          self.input_resamplers[f"P{level}"].get_weights())
+      decoder.input_resamplers[level].set_weights(self.input_resamplers[level].get_weights())
     for r, repeat in enumerate(decoder.cells):
       for k, (cell_layer, _) in enumerate(repeat):
         name = slot_name(r, k, spec.cells[k].level)
