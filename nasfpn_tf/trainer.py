@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from nasfpn_tf import checkpoint_import, distribute, file_io
+from nasfpn_tf import checkpoint_import, distribute, file_io, precision
 from nasfpn_tf.configs.experiment import ConfigError, DataConfig, ExperimentConfig
 from nasfpn_tf.configs.loading import save_yaml
 from nasfpn_tf.data.coco_reader import SourceInfo
@@ -345,19 +345,12 @@ def fit_plan(done: int, total: int, steps_per_epoch: int) -> list[tuple[int, int
 
 # ----------------------------------------------------------------------------- setup
 
-def set_precision_policy(config: ExperimentConfig, strategy: tf.distribute.Strategy) -> None:
-  """Sets Keras' global dtype policy from `runtime.mixed_precision_dtype`.
-
-  Always set (float32 included), so that runs sharing a process (the search, tests) do not
-  inherit each other's policy. `model.compile` wraps the optimizer in a LossScaleOptimizer
-  under mixed_float16; bfloat16 has float32's range and needs no loss scaling.
-  """
-  dtype = config.runtime.mixed_precision_dtype
-  if dtype == "float16" and isinstance(strategy, tf.distribute.TPUStrategy):
-    raise ConfigError("runtime.mixed_precision_dtype", "TPUs compute in bfloat16, not float16")
-  if dtype == "float16" and not tf.config.list_physical_devices("GPU"):
-    logging.warning("mixed_precision_dtype=float16 without a GPU: CPUs run float16 slowly")
-  keras.mixed_precision.set_global_policy("float32" if dtype == "float32" else f"mixed_{dtype}")
+def set_precision_policy(config: ExperimentConfig, strategy: tf.distribute.Strategy) -> str:
+  """Sets Keras' global dtype policy from `runtime.mixed_precision_dtype` (see precision.py)."""
+  try:
+    return precision.set_policy(config.runtime.mixed_precision_dtype, strategy)
+  except precision.PrecisionError as e:
+    raise ConfigError("runtime.mixed_precision_dtype", str(e)) from None
 
 
 def build_compiled_model(config: ExperimentConfig, strategy: tf.distribute.Strategy):

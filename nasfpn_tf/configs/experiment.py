@@ -365,7 +365,9 @@ class RuntimeConfig:
   tpu: str = ""
   # Logical CPU devices to create for `mirrored` when no GPU exists (tests, laptops).
   num_cpu_devices: int = 0
-  mixed_precision_dtype: str = "float32"
+  # auto: bfloat16 on TPUs, GPUs with compute capability >= 8.0 and CPUs with AVX-512 BF16
+  # or AMX; float32 elsewhere (nasfpn_tf/precision.py). Or float32, float16, bfloat16.
+  mixed_precision_dtype: str = "auto"
   jit_compile: bool = False
   steps_per_execution: int = 1
   seed: int = 0
@@ -373,7 +375,7 @@ class RuntimeConfig:
   def __post_init__(self):
     _check_choice(self.strategy, "strategy", ("default", "mirrored", "multi_worker", "tpu"))
     _check_choice(self.mixed_precision_dtype, "mixed_precision_dtype",
-                  ("float32", "float16", "bfloat16"))
+                  ("auto", "float32", "float16", "bfloat16"))
     _check(self.steps_per_execution >= 1, "steps_per_execution", "must be >= 1")
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from nasfpn_tf import file_io
+from nasfpn_tf import file_io, precision
 from nasfpn_tf.configs.experiment import ExperimentConfig
 from nasfpn_tf.configs.loading import load_config, override, save_yaml, to_dict
 from nasfpn_tf.serving.detection_module import (PADDED_GENERATOR_NAME, TFLITE_SIGNATURES,
@@ -228,6 +228,7 @@ def export_saved_model(model, export_dir: str, config: Optional[ExperimentConfig
   Returns:
     The SavedModel's path.
   """
+  model = precision.float32_copy(model)  # exports compute in float32 (see precision.py)
   _prepare_export_dir(export_dir)
   labels = labels if labels is not None else label_map(config, model.num_classes)
 
@@ -381,6 +382,7 @@ def export_tflite(model, export_dir: str, variants: Sequence[str] = TFLITE_VARIA
     raise ExportError({v: f"unknown variant (choose from {', '.join(TFLITE_VARIANTS)})"
                        for v in unknown})
   _prepare_export_dir(export_dir)
+  model = precision.float32_copy(model)  # exports compute in float32 (see precision.py)
   failures: dict[str, str] = {}
   if "full_int8" in variants and calibration is None:
     calibration, reason = _calibration_or_reason(config, num_calibration_images)
