@@ -57,6 +57,31 @@ def build_schedule(config: LearningRateConfig, global_batch_size: int, train_ste
   return WarmupSchedule(after, config.warmup_steps, warmup_lr)
 
 
+@keras.saving.register_keras_serializable(package="nasfpn_tf")
+class FusedSGD(keras.optimizers.SGD):
+  """`keras.optimizers.SGD`, its momentum update done by one TensorFlow kernel per variable.
+
+  Keras 3 updates each variable with five ops (two multiplies, a subtract, two assigns);
+  TensorFlow's `ResourceApplyKerasMomentum` computes the same (m = momentum * m - lr * g,
+  then v += m; Nesterov: v += momentum * m - lr * g) in one kernel, as tf-keras' SGD did.
+  Same arithmetic, so same weights (tests/training/test_fused_sgd.py). Without momentum,
+  or off the TensorFlow backend, it is Keras' SGD.
+  """
+
+  def update_step(self, gradient, variable, learning_rate):
+    if self.momentum == 0 or keras.backend.backend() != "tensorflow":
+      return super().update_step(gradient, variable, learning_rate)
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    var = variable.value if isinstance(variable, keras.Variable) else variable
+    momentum = self.momentums[self._get_variable_index(variable)].value
+    tf.raw_ops.ResourceApplyKerasMomentum(
+        var=var.handle, accum=momentum.handle,
+        lr=tf.cast(learning_rate, var.dtype), grad=tf.cast(gradient, var.dtype),
+        momentum=tf.cast(self.momentum, var.dtype), use_locking=False,
+        use_nesterov=self.nesterov)
+    return None
+
+
 def decay_in_loss(config: TrainerConfig) -> bool:
   """Whether `task.losses.l2_weight_decay` goes into the loss (Model Garden: SGD, Adam) or is
   AdamW's decoupled decay (AdamW's definition)."""
@@ -75,7 +100,7 @@ def build_optimizer(config: TrainerConfig, global_batch_size: int,
   opt = config.optimizer
   common = {"learning_rate": schedule, "clipnorm": opt.clipnorm}
   if opt.type == "sgd":
-    return keras.optimizers.SGD(momentum=opt.momentum, **common)
+    return FusedSGD(momentum=opt.momentum, **common)
   if opt.type == "adam":
     return keras.optimizers.Adam(**common)
   optimizer = keras.optimizers.AdamW(weight_decay=weight_decay, **common)
