@@ -5,7 +5,7 @@ Our model runs in this process (TensorFlow 2.21 + Keras 3); Model Garden's `reti
 (tf-models-official 2.20, TensorFlow 2.20 + tf-keras) runs in a subprocess of the
 reference venv (`bash bench/setup_reference.sh` creates it) through
 `bench/modelgarden_worker.py`; a second variant of ours with other options a user can set
-(`--alt_params_override`, default bfloat16 mixed precision) runs in a subprocess of this
+(`--alt_params_override`, default `auto` precision: bfloat16 on CPUs with AVX-512 BF16 or AMX) runs in a subprocess of this
 interpreter. All are built with the same architecture (ResNet-50; NAS-FPN 7@256 or FPN;
 4 x 256 head; levels 3-7; 91 classes; 3 x 3 anchors; pre-NMS top-k 5000, Model Garden's
 'v2' NMS) and timed the same way: each call is traced and run `--warmup` more times, then
@@ -69,8 +69,9 @@ CONFIGS = {
 PARAM_TOLERANCE = 1e-3
 # Like for like with Model Garden's defaults (float32, no XLA): the headline ratios.
 DEFAULT_OVERRIDE = "runtime.jit_compile=false"
-# The fastest option a CPU user can set (AVX512-BF16 / AMX CPUs run bfloat16 natively).
-DEFAULT_ALT_OVERRIDE = "runtime.mixed_precision_dtype=bfloat16"
+# The default precision: bfloat16 where the hardware has it (AVX-512 BF16 / AMX CPUs run it
+# natively), float32 elsewhere (nasfpn_tf/precision.py).
+DEFAULT_ALT_OVERRIDE = "runtime.mixed_precision_dtype=auto"
 MG_VERSION = "tf-models-official 2.20.0"
 
 
@@ -417,9 +418,16 @@ def _memory_rows(results: dict, args: argparse.Namespace, ours: list[str]) -> li
           + [train[n].peak_rss_mib / train["reference"].peak_rss_mib for n in ours]]
 
 
+def _resolved(overrides: Sequence[str]) -> list[str]:
+  """`auto` precision shown with what it resolves to on this machine."""
+  from nasfpn_tf import precision  # pylint: disable=import-outside-toplevel
+  auto = "runtime.mixed_precision_dtype=auto"
+  return [f"{o} = {precision.resolve('auto')[0]}" if o == auto else o for o in overrides]
+
+
 def print_table(all_results: dict, args: argparse.Namespace, loads: list) -> None:
   labels = {"ours": f"ours ({', '.join(args.params_override)})",
-            "ours_alt": f"ours ({', '.join(args.alt_params_override)})"}
+            "ours_alt": f"ours ({', '.join(_resolved(args.alt_params_override))})"}
   print(f"\nnasfpn_tf vs Model Garden {MG_VERSION}: {os.cpu_count()} CPUs; load average (1 min) "
         f"{min(loads):.2f}-{max(loads):.2f}; median (min-max) of {args.repeats} interleaved "
         f"calls after {args.warmup + 1} untimed; throughput ratio = MG time / our time")
@@ -449,11 +457,17 @@ def summary(all_results: dict, args: argparse.Namespace, loads: list) -> dict:
                 f"postprocess_ratio_{size}{suffix}": ratio(f"post_b1_{size}"),
                 f"train_step_ratio{suffix}": ratio(
                     f"train_b{args.train_batch}_{args.train_size}")})
+    memory = {row[0]: row for row in _memory_rows(r, args, _ours(r))}
+    index = 1 + len(_ours(r)) + 1 + _ours(r).index(n)
+    out[f"inference_peak_rss_ratio{suffix}"] = memory["peak RSS, inference [MiB]"][index]
+    out[f"train_peak_rss_ratio{suffix}"] = memory[
+        f"peak RSS, train step batch {args.train_batch} [MiB]"][index]
   out.update({"params_ours": r["params"]["ours"]["params_total"],
               "params_reference": r["params"]["reference"]["params_total"],
               "params_ours_all": r["params"]["ours"]["params_total_all"],
               "params_reference_all": r["params"]["reference"]["params_total_all"],
-              "ours_options": args.params_override, "alt_options": args.alt_params_override,
+              "ours_options": args.params_override,
+              "alt_options": _resolved(args.alt_params_override or []),
               "loadavg_range": [min(loads), max(loads)], "cpus": os.cpu_count(),
               "model_garden": MG_VERSION})
   out["measurements"] = {n: _plain(res) for n, res in all_results.items()}
