@@ -175,8 +175,9 @@ def _export(config, model=None) -> None:
 
 def _train(config) -> None:
   from nasfpn_tf.evaluation.coco_evaluator import format_table
-  from nasfpn_tf.trainer import train_and_evaluate
-  metrics = train_and_evaluate(config, FLAGS.model_dir, FLAGS.mode)
+  from nasfpn_tf.trainer import run_experiment
+  result = run_experiment(config, FLAGS.model_dir, FLAGS.mode)
+  metrics = result.metrics
   if metrics:
     print("\nCOCO box metrics on the validation split:")
     print(format_table(metrics))
@@ -185,18 +186,16 @@ def _train(config) -> None:
   # Workers of a multi-worker job share MODEL_DIR: only the chief draws and exports.
   if FLAGS.mode != "train_and_eval" or not is_chief():
     return
-  from nasfpn_tf.serving.export_lib import load_trained_model, resolve_config
-  # Loaded once from what training wrote, for both the drawing and the export.
-  model, beside = load_trained_model(FLAGS.model_dir)
-  config = resolve_config(model, config, beside)
-  _draw_detections(model, config)
+  # The model just trained, as it is in memory (what model.keras holds): drawn and exported
+  # with the config it was trained with.
+  _draw_detections(result.model, config)
   if FLAGS.export_after_training:
-    _export(config, model)
+    _export(config, result.model)
 
 
 def _draw_detections(model, config) -> None:
   """MODEL_DIR/detections.png: the trained model on a few validation images."""
-  from nasfpn_tf.evaluation.detection_samples import write_detection_samples
+  from nasfpn_tf.serving.detection_samples import write_detection_samples
   if config.task.validation_data.source not in ("embedded", "coco"):
     return
   path = os.path.join(FLAGS.model_dir, "detections.png")
@@ -214,10 +213,10 @@ def _validate_proxy(config) -> None:
 
 
 def _make_tfrecords(config) -> None:
-  from nasfpn_tf.data import tfrecord
+  from nasfpn_tf.data import tfrecord_writer
   out = FLAGS.output or os.path.join(FLAGS.model_dir, "tfrecords")
   for name, data in (("train", config.task.train_data), ("val", config.task.validation_data)):
-    print(tfrecord.write_tfrecords(data, os.path.join(out, name)))
+    print(tfrecord_writer.write_tfrecords(data, os.path.join(out, name)))
 
 
 def _import_checkpoint(config) -> None:

@@ -101,14 +101,14 @@ def train_images_per_second(config) -> float:
 def main(argv) -> None:
   del argv
   import tensorflow as tf
-  from nasfpn_tf.data import tfrecord
+  from nasfpn_tf.data import tfrecord_writer
   config = _config()
   data = config.task.train_data
   prefix = os.path.join(FLAGS.data_dir, "tfrecords", f"train_{FLAGS.size}px_{FLAGS.images}")
   pattern = f"{prefix}-*.tfrecord"
   if not tf.io.gfile.glob(pattern):
-    pattern = tfrecord.write_tfrecords(dataclasses.replace(data, is_training=True), prefix,
-                                       num_shards=8)
+    pattern = tfrecord_writer.write_tfrecords(dataclasses.replace(data, is_training=True),
+                                              prefix, num_shards=8)
   json_rate = pipeline_images_per_second(data, config.task.model)
   record_rate = pipeline_images_per_second(
       dataclasses.replace(data, source="tfrecord", tfrecord_pattern=pattern), config.task.model)

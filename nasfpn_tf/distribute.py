@@ -8,13 +8,15 @@ Which path each strategy takes (the README's "Training at scale" explains why):
   tpu           every TPU core; one dataset per host, as for multi_worker.
 
 All four train with `model.fit`. Under MultiWorkerMirroredStrategy Keras 3's `fit` breaks
-in two places (keras-team/keras#20585); `DistributedFitMixin` mends both, see its docstring.
+in two places (keras-team/keras#20585); `DistributedFit` mends both, see its docstring, and
+the trainer installs it on each model it builds (`install_distributed_fit`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import types
 from typing import Callable, Optional
 
 import keras
@@ -99,7 +101,7 @@ def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
   """True for MultiWorkerMirroredStrategy with more than one worker in its cluster.
 
   This is the condition under which Keras' TF trainer switches to cross-worker collectives
-  (and fails, see `DistributedFitMixin`); a single-worker MWMS behaves like MirroredStrategy.
+  (and fails, see `DistributedFit`); a single-worker MWMS behaves like MirroredStrategy.
   """
   if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return False
@@ -159,7 +161,47 @@ def _first_local_value(value):
   return value
 
 
-class DistributedFitMixin:
+# The `keras.Model` methods `install_distributed_fit` replaces on a model instance.
+_HOOKS = ("_maybe_symbolic_build", "train_step", "test_step")
+# Instance attribute holding the replaced methods (bound to the model), by name.
+_ORIGINALS = "_distributed_fit_originals"
+
+
+def install_distributed_fit(model: keras.Model) -> keras.Model:
+  """Makes `model.fit` work under MultiWorkerMirroredStrategy (see `DistributedFit`).
+
+  Installs `DistributedFit`'s methods on this one instance, in front of its class's own
+  (which they call): the trainer calls this once per model it builds, before the first `fit`
+  (Keras traces `train_step` into `train_function` on the first call and keeps it). Under any
+  other strategy the methods change nothing but skip the batch Keras would draw only to learn
+  shapes it already knows (see `DistributedFit._maybe_symbolic_build`).
+
+  Why on the instance, not as a base class of the model: the fix is about how a model is
+  trained, not what it is, so `nasfpn_tf/modeling/` stays free of it; and the class is what
+  `model.keras` records. A model class that inherits a mixin is fine, but a subclass made at
+  run time (to mix it in later) would be saved under its own, unregistered name, and the file
+  would not load. Attributes set on the instance are in neither the config nor the weights:
+  the saved file is the same with or without the fix, and a subclass overriding `fit` (the
+  one-shot `SupernetModel`) keeps working, since `fit` is left alone.
+
+  Returns:
+    `model` (installing twice does nothing).
+  """
+  if _ORIGINALS in vars(model):
+    return model
+  # object.__setattr__: past Keras' attribute tracking, which has nothing to track here.
+  object.__setattr__(model, _ORIGINALS, {name: getattr(model, name) for name in _HOOKS})
+  for name in _HOOKS:
+    object.__setattr__(model, name, types.MethodType(getattr(DistributedFit, name), model))
+  return model
+
+
+def _original(model: keras.Model, name: str):
+  """The method `install_distributed_fit` replaced on `model`, bound to it."""
+  return vars(model)[_ORIGINALS][name]
+
+
+class DistributedFit:
   """Lets `keras.Model.fit` (Keras 3, TF backend) train under MultiWorkerMirroredStrategy.
 
   Keras 3.15's `fit` fails with more than one worker in two places (keras-team/keras#20585):
@@ -180,9 +222,11 @@ class DistributedFitMixin:
      taken on them (stopping on a NaN loss) identical across workers.
 
   Everything else (the step itself, callbacks, progress bar) is Keras' own, so there is one
-  training code for every strategy. Mix in before `keras.Model`. The private Keras names used
-  are read with `private_attr` (an error if missing), and the overridden hook is checked to
-  exist in Keras when this module is imported (an override of a renamed hook would never run).
+  training code for every strategy. Not a base class: `install_distributed_fit` binds these
+  methods to one model instance (`self` is the model) and keeps the ones they replace, which
+  they call where a mixin would call `super()`. The private Keras names used are read with
+  `private_attr` (an error if missing), and the replaced hook is checked to exist in Keras
+  when this module is imported (a replacement of a renamed hook would never run).
   """
 
   def _needs_data_to_build(self) -> bool:
@@ -193,10 +237,11 @@ class DistributedFitMixin:
     return not self.built or any(part is not None and not part.built for part in compiled)
 
   def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    build = _original(self, "_maybe_symbolic_build")
     if private_attr(self, "_distribute_strategy") is None:
       # No strategy at build time: Keras builds lazily and draws no batch; keep that.
-      return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-    if not self._needs_data_to_build():
+      return build(iterator=iterator, data_batch=data_batch)
+    if not DistributedFit._needs_data_to_build(self):
       # Only the optimizer may be left. Drawing a batch would start the input pipeline once
       # more for nothing, and move a seeded shuffle on by one pass, so that the data seen by
       # training would depend on the strategy.
@@ -208,7 +253,7 @@ class DistributedFitMixin:
       for _, _, batches in iterator:
         data_batch = tree.map_structure(_first_local_value, next(batches))
         break
-    return super()._maybe_symbolic_build(data_batch=data_batch)
+    return build(data_batch=data_batch)
 
   def _worker_reducible_logs(self, logs: dict) -> dict:
     if not is_multi_worker(self.distribute_strategy):
@@ -217,11 +262,11 @@ class DistributedFitMixin:
             for k, v in logs.items()}
 
   def train_step(self, data):
-    return self._worker_reducible_logs(super().train_step(data))
+    return DistributedFit._worker_reducible_logs(self, _original(self, "train_step")(data))
 
   def test_step(self, data):
-    return self._worker_reducible_logs(super().test_step(data))
+    return DistributedFit._worker_reducible_logs(self, _original(self, "test_step")(data))
 
 
-# A renamed Keras hook would leave the override above unused, and multi-worker fit broken.
+# A renamed Keras hook would leave the replacement above unused, and multi-worker fit broken.
 private_attr(keras.Model, "_maybe_symbolic_build")

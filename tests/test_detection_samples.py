@@ -6,7 +6,7 @@ from PIL import Image
 from nasfpn_tf.configs.loading import load_config
 from nasfpn_tf.data import preprocess
 from nasfpn_tf.evaluation.coco_evaluator import to_original_frame
-from nasfpn_tf.evaluation.detection_samples import predict_image, write_detection_samples
+from nasfpn_tf.serving.detection_samples import predict_image, write_detection_samples
 from nasfpn_tf.modeling.factory import build_model
 from nasfpn_tf.serving.detection_module import DetectionModule
 from nasfpn_tf.visualize import draw_detection_grid
@@ -53,7 +53,7 @@ def test_write_detection_samples_draws_a_png(tmp_path):
 
 
 def test_write_detection_samples_titles_each_panel_with_its_image(tmp_path, monkeypatch):
-  from nasfpn_tf.evaluation import detection_samples
+  from nasfpn_tf.serving import detection_samples
   config = _tiny_config(tmp_path)
   seen = {}
   monkeypatch.setattr(detection_samples, "draw_detection_grid",

@@ -10,25 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import field
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional, Union
 
-if TYPE_CHECKING:
-  from nasfpn_tf.configs.search_config import SearchConfig
-
-
-class ConfigError(ValueError):
-  """A config key or value that cannot be used; the message names the dotted key.
-
-  `key` is the dotted path as far as it is known; the loader prefixes the
-  section path (e.g. `task.model.`) when it builds nested sections.
-  """
-
-  def __init__(self, key: str, msg: str):
-    super().__init__(f"{key}: {msg}")
-    self.key, self.msg = key, msg
-
-  def prefixed(self, prefix: str) -> "ConfigError":
-    return ConfigError(f"{prefix}.{self.key}" if prefix else self.key, self.msg)
+from nasfpn_tf.configs.errors import ConfigError
+from nasfpn_tf.configs.search_config import SearchConfig
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -379,18 +364,13 @@ class RuntimeConfig:
     _check(self.steps_per_execution >= 1, "steps_per_execution", "must be >= 1")
 
 
-def _search_config():
-  from nasfpn_tf.configs.search_config import SearchConfig  # local: search_config imports us
-  return SearchConfig()
-
-
 @dataclasses.dataclass
 class ExperimentConfig:
   task: TaskConfig = field(default_factory=TaskConfig)
   trainer: TrainerConfig = field(default_factory=TrainerConfig)
   runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
   # Used by `run.py --mode=search` only: the task/trainer sections are the proxy task.
-  search: "SearchConfig" = field(default_factory=_search_config)
+  search: SearchConfig = field(default_factory=SearchConfig)
 
 
 ConfigNode = Union[ExperimentConfig, TaskConfig, ModelConfig, DataConfig]

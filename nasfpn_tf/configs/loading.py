@@ -17,14 +17,12 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from nasfpn_tf.configs.experiment import ConfigError, ExperimentConfig
-from nasfpn_tf.configs.search_config import SearchConfig
 
 _T = typing.TypeVar("_T")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-  # ExperimentConfig names SearchConfig lazily (search_config imports experiment).
-  return typing.get_type_hints(cls, localns={"SearchConfig": SearchConfig})
+  return typing.get_type_hints(cls)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

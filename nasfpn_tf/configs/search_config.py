@@ -36,9 +36,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from nasfpn_tf.configs.experiment import ConfigError, ModelConfig
+from nasfpn_tf.configs.errors import ConfigError
+
+if TYPE_CHECKING:  # experiment.py imports this module (ExperimentConfig.search)
+  from nasfpn_tf.configs.experiment import ModelConfig
 
 ALGORITHMS = ("ppo", "random")
 ENGINES = ("inline", "ray")

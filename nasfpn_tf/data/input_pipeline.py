@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from nasfpn_tf.configs.experiment import ConfigError, DataConfig, ModelConfig
-from nasfpn_tf.data import coco_reader, preprocess, tfds_reader
+from nasfpn_tf.data import coco_reader, preprocess, tfds_reader, tfrecord
 from nasfpn_tf.data.coco_reader import SourceInfo
 from nasfpn_tf.ops.anchor import AnchorGenerator
 from nasfpn_tf.ops.target_assigner import TargetAssigner
@@ -79,7 +79,6 @@ def raw_dataset(config: DataConfig, input_context: Optional[tf.distribute.InputC
                                         config.tfds_data_dir or None, config.tfds_download,
                                         shuffle_files=shuffle)
   elif config.source == "tfrecord":
-    from nasfpn_tf.data import tfrecord
     ds, info = tfrecord.tfrecord_dataset(config.tfrecord_pattern, shuffle_files=shuffle,
                                          input_context=input_context)
     sharded = True

@@ -1,10 +1,10 @@
-"""COCO box AP with pycocotools, as a function and as a Keras callback."""
+"""COCO box AP with pycocotools (the callback that runs it during training is
+nasfpn_tf/training/coco_eval.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import os
 from typing import Iterable, Optional
 
 import keras
@@ -113,25 +113,3 @@ def format_table(metrics: dict[str, float]) -> str:
   head = " | ".join(f"{n:>6}" for n in METRIC_NAMES)
   row = " | ".join(f"{metrics[n]:6.3f}" for n in METRIC_NAMES)
   return f"{head}\n{row}"
-
-
-class CocoEvalCallback(keras.callbacks.Callback):
-  """Evaluates COCO AP every `every_epochs` epochs; adds `val_AP`... to the logs
-  (so TensorBoard and checkpoint callbacks see them) and writes `eval_results.json`."""
-
-  def __init__(self, dataset: tf.data.Dataset, coco_gt: COCO, model_dir: str,
-               every_epochs: int = 1, max_steps: int = -1):
-    super().__init__()
-    self.dataset, self.coco_gt, self.model_dir = dataset, coco_gt, model_dir
-    self.every_epochs, self.max_steps = every_epochs, max_steps
-    self.last_metrics: dict[str, float] = {}
-
-  def on_epoch_end(self, epoch: int, logs: Optional[dict] = None):
-    if (epoch + 1) % self.every_epochs:
-      return
-    self.last_metrics = evaluate_detections(self.model, self.dataset, self.coco_gt,
-                                            self.max_steps)
-    write_json_atomic(self.last_metrics, os.path.join(self.model_dir, "eval_results.json"))
-    if logs is not None:
-      logs.update({f"val_{k}": v for k, v in self.last_metrics.items()})
-    print(f"\nepoch {epoch + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in self.last_metrics.items()))

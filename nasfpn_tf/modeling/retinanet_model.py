@@ -13,7 +13,6 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from nasfpn_tf.distribute import DistributedFitMixin
 from nasfpn_tf.losses.retinanet_loss import retinanet_losses
 from nasfpn_tf.modeling.layers.detection_generator import DetectionGenerator
 from nasfpn_tf.ops.anchor import AnchorGenerator
@@ -38,7 +37,7 @@ def _global_sum(value):
 
 
 @keras.saving.register_keras_serializable(package="nasfpn_tf")
-class RetinaNetModel(DistributedFitMixin, keras.Model):
+class RetinaNetModel(keras.Model):
   """Backbone -> decoder -> head, with RetinaNet loss and detection output.
 
   Args:

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from nasfpn_tf.configs.experiment import DataConfig
 from nasfpn_tf.configs.loading import load_config
-from nasfpn_tf.data import input_pipeline, tfrecord
+from nasfpn_tf.data import input_pipeline, tfrecord, tfrecord_writer
 from nasfpn_tf.data.coco_reader import DataError
 from tests.distribute import _helpers as h
 
@@ -35,7 +35,7 @@ def _context(i: int, n: int) -> tf.distribute.InputContext:
 
 
 def test_tfrecords_hold_the_source_examples(shapes, tmp_path):
-  pattern = tfrecord.write_tfrecords(shapes, str(tmp_path / "rec" / "train"), num_shards=3)
+  pattern = tfrecord_writer.write_tfrecords(shapes, str(tmp_path / "rec" / "train"), num_shards=3)
   files = sorted(os.listdir(tmp_path / "rec"))
   assert files == [f"train-0000{i}-of-00003.tfrecord" for i in range(3)] + ["train.meta.json"]
   ds, info = tfrecord.tfrecord_dataset(pattern)
@@ -53,9 +53,9 @@ def test_tfrecords_hold_the_source_examples(shapes, tmp_path):
 
 
 def test_tfrecords_from_a_decoded_source(shapes, tmp_path):
-  first = tfrecord.write_tfrecords(shapes, str(tmp_path / "a" / "x"), num_shards=2)
+  first = tfrecord_writer.write_tfrecords(shapes, str(tmp_path / "a" / "x"), num_shards=2)
   again = dataclasses.replace(shapes, source="tfrecord", tfrecord_pattern=first)
-  second = tfrecord.write_tfrecords(again, str(tmp_path / "b" / "x"), num_shards=2)
+  second = tfrecord_writer.write_tfrecords(again, str(tmp_path / "b" / "x"), num_shards=2)
   by_id = {int(e["image_id"]): e for e in tfrecord.tfrecord_dataset(first)[0].as_numpy_iterator()}
   copies = list(tfrecord.tfrecord_dataset(second)[0].as_numpy_iterator())
   assert sorted(int(e["image_id"]) for e in copies) == sorted(by_id)
@@ -64,7 +64,7 @@ def test_tfrecords_from_a_decoded_source(shapes, tmp_path):
 
 
 def test_incomplete_tfrecords_are_refused(shapes, tmp_path):
-  pattern = tfrecord.write_tfrecords(shapes, str(tmp_path / "t"), num_shards=2)
+  pattern = tfrecord_writer.write_tfrecords(shapes, str(tmp_path / "t"), num_shards=2)
   os.remove(tfrecord.shard_path(str(tmp_path / "t"), 1, 2))
   with pytest.raises(DataError, match="lacks 1 of the 2 shards"):
     tfrecord.tfrecord_dataset(pattern)
@@ -80,7 +80,7 @@ def test_incomplete_tfrecords_are_refused(shapes, tmp_path):
 def test_worker_shards_partition_the_data(shapes, tmp_path, source, num_shards):
   data = dataclasses.replace(shapes, is_training=True)
   if source == "tfrecord":
-    pattern = tfrecord.write_tfrecords(shapes, str(tmp_path / "r"), num_shards=num_shards)
+    pattern = tfrecord_writer.write_tfrecords(shapes, str(tmp_path / "r"), num_shards=num_shards)
     data = dataclasses.replace(data, source="tfrecord", tfrecord_pattern=pattern)
   shards = [_ids(input_pipeline.raw_dataset(data, _context(i, 2))[0]) for i in range(2)]
   assert not set(shards[0]) & set(shards[1])

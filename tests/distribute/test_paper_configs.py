@@ -6,9 +6,9 @@ import time
 import keras
 import pytest
 
-from nasfpn_tf import trainer
 from nasfpn_tf.configs.loading import load_config
 from nasfpn_tf.modeling.factory import build_model, count_params
+from nasfpn_tf.training.checks import check_intervals
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "configs")
@@ -48,7 +48,7 @@ def test_recipe(name):
   assert lr.boundaries == expected and lr.decay_factor == 0.1
   assert c.runtime.strategy == strategy
   assert c.runtime.mixed_precision_dtype == ("bfloat16" if strategy == "tpu" else "float16")
-  trainer.check_intervals(c)  # steps_per_execution divides every interval
+  check_intervals(c)  # steps_per_execution divides every interval
 
 
 @pytest.mark.slow

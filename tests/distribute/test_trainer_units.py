@@ -12,6 +12,9 @@ import tensorflow as tf
 from nasfpn_tf import distribute, trainer
 from nasfpn_tf.configs.experiment import ConfigError
 from nasfpn_tf.configs.loading import load_config
+from nasfpn_tf.training.checkpoints import AtomicCheckpoint, StepBackup
+from nasfpn_tf.training.checks import check_intervals
+from nasfpn_tf.training.guard import NonFiniteLossGuard
 
 
 @pytest.mark.parametrize("done,total,spe,expected", [
@@ -33,9 +36,9 @@ def test_fit_plan(done, total, spe, expected):
 def test_intervals_must_be_multiples_of_steps_per_execution():
   ok = ("runtime.steps_per_execution=4,trainer.train_steps=8,trainer.validation_interval=4,"
         "trainer.checkpoint_interval=4,trainer.backup_interval=4")
-  trainer.check_intervals(load_config("", ok))
+  check_intervals(load_config("", ok))
   with pytest.raises(ConfigError, match="trainer.backup_interval: 6 is not a multiple"):
-    trainer.check_intervals(load_config("", [ok, "trainer.backup_interval=6"]))
+    check_intervals(load_config("", [ok, "trainer.backup_interval=6"]))
 
 
 @pytest.mark.parametrize("tf_config,chief", [
@@ -72,28 +75,28 @@ def _data(bad_batch=None, batches=8):
 
 def test_backup_restores_step_and_optimizer_state_and_falls_back(tmp_path):
   model = _tiny_model()
-  backup = trainer.StepBackup(str(tmp_path / "backup"), interval=2)
+  backup = StepBackup(str(tmp_path / "backup"), interval=2)
   model.fit(_data(), epochs=1, steps_per_epoch=6, callbacks=[backup], verbose=0,
             shuffle=False)
   assert [s for s, _ in backup.backups()] == [6, 4]  # the two newest are kept
   momentum = [v.numpy().copy() for v in model.optimizer.variables]
   fresh = _tiny_model()
-  assert trainer.StepBackup(str(tmp_path / "backup"), 2).restore(fresh) == 6
+  assert StepBackup(str(tmp_path / "backup"), 2).restore(fresh) == 6
   for a, b in zip(momentum, fresh.optimizer.variables):
     np.testing.assert_array_equal(a, b.numpy())
   # A damaged newest backup: the one before is used.
   with open(backup.backups()[0][1], "wb") as f:
     f.write(b"not hdf5")
-  assert trainer.StepBackup(str(tmp_path / "backup"), 2).restore(_tiny_model()) == 4
-  assert trainer.StepBackup(str(tmp_path / "none"), 2).restore(_tiny_model()) == 0
+  assert StepBackup(str(tmp_path / "backup"), 2).restore(_tiny_model()) == 4
+  assert StepBackup(str(tmp_path / "none"), 2).restore(_tiny_model()) == 0
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_files(tmp_path):
   model = _tiny_model()
-  guard = trainer.NonFiniteLossGuard()
+  guard = NonFiniteLossGuard()
   ckpt = str(tmp_path / "checkpoint.weights.h5")
-  backup = trainer.StepBackup(str(tmp_path / "backup"), 2, guard)
-  callbacks = [guard, trainer.AtomicCheckpoint(ckpt, 2, guard), backup]
+  backup = StepBackup(str(tmp_path / "backup"), 2, guard)
+  callbacks = [guard, AtomicCheckpoint(ckpt, 2, guard), backup]
   model.fit(_data(bad_batch=4), epochs=1, steps_per_epoch=8, callbacks=callbacks, verbose=0,
             shuffle=False)
   assert guard.bad_step == 5 and not np.isfinite(guard.bad_loss)
@@ -115,5 +118,5 @@ def test_a_missing_private_name_fails_loudly():
   model = _tiny_model()
   del model._compile_loss
   with pytest.raises(RuntimeError, match="_compile_loss does not exist"):
-    model.__class__ = type("Fitted", (distribute.DistributedFitMixin, keras.Sequential), {})
+    model.__class__ = type("Fitted", (distribute.DistributedFit, keras.Sequential), {})
     model._needs_data_to_build()

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nasfpn_tf.trainer import StepSummaries
+from nasfpn_tf.training.summaries import StepSummaries
 
 
 class _FakeEval(keras.callbacks.Callback):

@@ -1,5 +1,8 @@
 """A PNG of a trained model's detections on a few validation images, next to the truth.
 
+The model runs through the serving path (`DetectionModule.serve_images`: any image size in,
+boxes in the image's own pixels out), so the picture shows what an export would detect.
+
 AP says how good a detector is; a picture says what it gets wrong (missed small
 objects, duplicate boxes, confused classes). run.py writes MODEL_DIR/detections.png
 after training.
@@ -15,6 +18,7 @@ from PIL import Image
 from nasfpn_tf.configs.experiment import DataConfig
 from nasfpn_tf.data.coco_reader import load_coco_index
 from nasfpn_tf.data.input_pipeline import coco_paths
+from nasfpn_tf.serving.detection_module import DetectionModule
 from nasfpn_tf.visualize import draw_detection_grid
 
 
@@ -38,8 +42,6 @@ def write_detection_samples(model, data: DataConfig, path: str, num_images: int 
   Returns:
     `path`.
   """
-  from nasfpn_tf.serving.detection_module import DetectionModule  # local: pulls in serving
-
   annotation_file, image_dir = coco_paths(data)
   if not annotation_file:
     raise ValueError(f"data.source '{data.source}' has no json + image folder to draw from")
