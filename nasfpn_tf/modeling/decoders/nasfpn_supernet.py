@@ -232,8 +232,8 @@ class NasFpnSupernet(keras.layers.Layer):
         decoder.num_repeats != self.num_repeats:
       raise ValueError("inherit_weights: the NasFpn must have the path's spec, "
                        f"filters={self.filters} and num_repeats={self.num_repeats}")
-    for level in self.levels:
-      decoder.input_resamplers[level].set_weights(self.input_resamplers[level].get_weights())
+    for key, resampler in self.input_resamplers.items():
+      decoder.input_resamplers[key].set_weights(resampler.get_weights())
     for r, repeat in enumerate(decoder.cells):
       for k, (cell_layer, _) in enumerate(repeat):
         name = slot_name(r, k, spec.cells[k].level)
