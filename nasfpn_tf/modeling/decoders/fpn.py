@@ -124,13 +124,13 @@ class FPN(keras.layers.Layer):
             for l in range(self.min_level, self.max_level + 1)}
 
   def compute_output_shape(self, input_shape):
-    base = tuple(input_shape[f"P{self.min_level}"])
+    base = tuple(input_shape[level_key(self.min_level)])
     out = {}
     for level in range(self.min_level, self.max_level + 1):
       factor = 2 ** (level - self.min_level)
       h = None if base[1] is None else -(-base[1] // factor)
       w = None if base[2] is None else -(-base[2] // factor)
-      out[f"P{level}"] = (base[0], h, w, self.filters)
+      out[level_key(level)] = (base[0], h, w, self.filters)
     return out
 
   def get_config(self) -> dict:

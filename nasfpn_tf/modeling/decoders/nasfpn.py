@@ -137,7 +137,7 @@ class NasFpn(keras.layers.Layer):
     if not isinstance(input_shape, Mapping):
       raise ValueError(f"NasFpn takes a dict of backbone features keyed 'P3'..; got "
                        f"{type(input_shape).__name__}")
-    key = f"P{self.min_level}"
+    key = level_key(self.min_level)
     if key not in input_shape:
       raise ValueError(f"NasFpn needs backbone level {key}; got {sorted(input_shape)}")
     factor = 2 ** (self.max_level - self.min_level)
@@ -176,11 +176,11 @@ class NasFpn(keras.layers.Layer):
       for layer, indices in repeat:
         pool.append(layer([pool[i] for i in indices], training=training))
       feats = [pool[self.spec.num_inputs + outputs[level]] for level in self.levels]
-    return {f"P{level}": f for level, f in zip(self.levels, feats)}
+    return {level_key(level): f for level, f in zip(self.levels, feats)}
 
   def compute_output_shape(self, input_shape: Mapping):
-    b, h, w, _ = input_shape[f"P{self.min_level}"]
-    return {f"P{l}": (b, resampled_size(h, self.min_level, l),
+    b, h, w, _ = input_shape[level_key(self.min_level)]
+    return {level_key(l): (b, resampled_size(h, self.min_level, l),
                       resampled_size(w, self.min_level, l), self.filters) for l in self.levels}
 
   def get_config(self) -> dict:
