@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from nasfpn_tf.architecture_spec import parse_spec
+from nasfpn_tf.levels import key_level, level_key
 from nasfpn_tf.modelgarden_layer_order import modelgarden_nasfpn_units
 from nasfpn_tf.modeling.backbones.resnet import RESNET_SPECS
 
@@ -147,14 +148,14 @@ def _check_modelgarden_decoder(decoder) -> None:
 
 def _modelgarden_decoder(decoder, backbone, root: str) -> list:
   _check_modelgarden_decoder(decoder)
-  widths = {int(k[1:]): v.shape[-1] for k, v in backbone.output.items()}
-  levels = [l for l in decoder.levels if l in widths]
-  projected = [l for l in levels if decoder.input_resamplers[l].project]
+  levels = [l for l in decoder.levels if level_key(l) in backbone.output]
+  projected = [l for l in levels if decoder.input_resamplers[level_key(l)].project]
+  # Units name levels by int (Model Garden's graph); our sublayers are keyed "P3"...
   units = modelgarden_nasfpn_units(decoder.spec, decoder.num_repeats, projected, levels)
   pairs = []
   for i, unit in enumerate(units):
     if unit[0] == "input":
-      layer = decoder.input_resamplers[unit[1]]
+      layer = decoder.input_resamplers[level_key(unit[1])]
     else:
       layer = decoder.cells[unit[1]][unit[2]][0]
     key = f"{root}layer_with_weights-{i}"
@@ -172,7 +173,7 @@ def _head_pairs(head, conv_key, norm_key, classifier: str, box_regressor: str) -
     for i, conv in enumerate(convs):
       pairs += _conv(conv, conv_key(branch, i))
       for j, lvl in enumerate(head.levels):
-        pairs += _bn(norms[lvl][i], norm_key(branch, i, j, int(lvl[1:])))
+        pairs += _bn(norms[lvl][i], norm_key(branch, i, j, key_level(lvl)))
     pairs += _conv(predictor, key)
   return pairs
 
@@ -238,8 +239,9 @@ def _tpu_decoder(decoder) -> list:
     raise CheckpointImportError(f"decoder: importing a tensorflow/tpu decoder is supported "
                                 f"for NAS-FPN, not {name}; use init_checkpoint_modules=backbone")
   pairs = []
-  for level, resampler in decoder.input_resamplers.items():
+  for resampler in decoder.input_resamplers.values():
     if resampler.project:
+      level = resampler.target_level
       scope = f"resample_{'l' if resampler.source_level == level else 'p'}{level}"
       pairs += _conv(resampler.conv, f"{scope}/conv2d") + _bn(resampler.norm, f"{scope}/bn")
   n = decoder.spec.num_inputs

@@ -146,6 +146,58 @@ class RetinaNetModel(keras.Model):
     return self.detection_generator(outputs["cls_outputs"], outputs["box_outputs"],
                                     self.anchors)
 
+  def export(self, filepath, format: str = "tf_saved_model", verbose=None,
+             input_signature=None, **kwargs):
+    """Keras' `model.export`, writing this package's serving artifacts.
+
+    `format="tf_saved_model"` writes the SavedModel `run.py --mode=export` writes (without
+    the label map and config beside it): signatures serving_default (uint8 [B, H, W, 3]
+    images of any size, detections in their own pixels, NMS in the graph), serve_encoded
+    (JPEG/PNG/... bytes) and serve_raw (head outputs); see `nasfpn_tf.serving`.
+    `format="litert"` writes one TFLite file (path ending in .tflite) with signatures
+    serving_default (fixed [1, H, W, 3] preprocessed input, padded NMS in the file) and raw,
+    TFLite builtin ops only. Keras' own versions would export `call` alone (head outputs,
+    no NMS) under one "serve" signature. Other formats ("onnx", "openvino") are Keras' own.
+
+    Args:
+      filepath: the SavedModel folder, or the .tflite file.
+      format: "tf_saved_model", "litert", or another format of Keras' `export`.
+      verbose: print where the artifact went (default: yes, as Keras).
+      input_signature: only for Keras' other formats; the serving signatures are fixed.
+      **kwargs: tf_saved_model: `batch_size` (static batch of the signatures, None: any).
+        litert: `variant` (one of `export_lib.TFLITE_VARIANTS`, default "float32") and
+        `calibration` (full_int8: preprocessed float32 [n, H, W, 3] images).
+
+    Example:
+      model.export("export/saved_model")                      # tf.saved_model.load(...)
+      model.export("export/model.tflite", format="litert")    # LiteRT interpreter
+    """
+    if format not in ("tf_saved_model", "litert"):
+      return super().export(filepath, format=format, verbose=verbose,
+                            input_signature=input_signature, **kwargs)
+    if input_signature is not None:
+      raise ValueError(f"RetinaNetModel.export(format={format!r}) writes fixed serving "
+                       "signatures; input_signature is not taken (batch_size sets the "
+                       "SavedModel's batch)")
+    allowed = {"tf_saved_model": {"batch_size"}, "litert": {"variant", "calibration"}}[format]
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+      raise TypeError(f"RetinaNetModel.export(format={format!r}): unknown options {unknown} "
+                      f"(it takes {sorted(allowed)})")
+    # Imported here: the serving code imports the model's parts.
+    from nasfpn_tf.serving import export_lib
+    filepath = str(filepath)
+    if format == "tf_saved_model":
+      path = export_lib.write_saved_model(self, filepath, **kwargs)
+    else:
+      if not filepath.endswith(".tflite"):
+        raise ValueError(f"The LiteRT export requires the filepath to end with '.tflite'. "
+                         f"Got: {filepath}")
+      path = export_lib.write_tflite(self, filepath, **kwargs)
+    if verbose is None or verbose:
+      print(f"Saved artifact at '{path}'.")
+    return None
+
   def get_config(self) -> dict:
     return {
         "backbone": keras.saving.serialize_keras_object(self.backbone),

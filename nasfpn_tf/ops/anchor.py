@@ -13,9 +13,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-
-def level_key(level: int) -> str:
-  return f"P{level}"
+from nasfpn_tf.levels import level_key
 
 
 def feature_size(image_size: Sequence[int], level: int) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import warnings
 from typing import Any, Iterator, Optional, Sequence
 
@@ -203,14 +204,34 @@ def write_metadata(directory: str, config: Optional[ExperimentConfig],
 # SavedModel.
 
 
-def _write_saved_model(signatures: dict, path: str) -> None:
-  """Writes tf.functions under the given signature names (the first is serving_default)."""
+def _write_saved_model(signatures: dict, path: str, model=None) -> None:
+  """Writes tf.functions under the given signature names (the first is serving_default).
+
+  With `model`, its backbone, decoder and head are tracked, as Keras' `model.export` tracks
+  the model: the loaded SavedModel lists the network's weights as `.variables`. Not the
+  model itself: a trained one also holds its optimizer, whose slots do not belong in a
+  serving file. Tracking walks the layers' attribute graph, so it also keeps every dict of
+  sublayers string-keyed ("P3"..): TensorFlow refuses a non-string key there.
+  """
   archive = keras.export.ExportArchive()
-  # No archive.track(model): tracking walks the layers' attribute graph, which the decoders'
-  # int-keyed dicts of layers break; the endpoints' own variables are all the archive needs.
+  if model is not None:
+    for part in (model.backbone, model.decoder, model.head):
+      archive.track(part)
   for name, (fn, spec) in signatures.items():
     archive.add_endpoint(name, fn, spec)
   archive.write_out(path, verbose=False)
+
+
+def write_saved_model(model, path: str, batch_size: Optional[int] = None) -> str:
+  """The serving SavedModel alone (no label map or config), written atomically to `path`.
+
+  What `model.export(path, format="tf_saved_model")` writes for a RetinaNetModel: the
+  `DetectionModule` signatures (serving_default: uint8 images of any size, serve_encoded,
+  serve_raw), NMS in the graph.
+  """
+  return file_io.atomic_save(
+      lambda staged: _write_saved_model(DetectionModule(model, batch_size).signatures(),
+                                        staged, model), path)
 
 
 def export_saved_model(model, export_dir: str, config: Optional[ExperimentConfig] = None,
@@ -233,7 +254,7 @@ def export_saved_model(model, export_dir: str, config: Optional[ExperimentConfig
   labels = labels if labels is not None else label_map(config, model.num_classes)
 
   def write(staged: str) -> None:
-    _write_saved_model(DetectionModule(model, batch_size).signatures(), staged)
+    _write_saved_model(DetectionModule(model, batch_size).signatures(), staged, model)
     # A copy of the metadata inside, so the SavedModel folder is complete on its own.
     extra = os.path.join(staged, "assets.extra")
     file_io.makedirs(extra)
@@ -349,6 +370,30 @@ def _staged_saved_model(model, staging: str, variant: str, cache: dict) -> str:
     cache[dtype] = os.path.join(staging, f"tflite_saved_model_{dtype.name}")
     _write_saved_model(tflite_functions(model, dtype), cache[dtype])
   return cache[dtype]
+
+
+def write_tflite(model, path: str, variant: str = "float32",
+                 calibration: Optional[np.ndarray] = None) -> str:
+  """One TFLite file alone (no label map or config), written atomically to `path`.
+
+  What `model.export(path, format="litert")` writes for a RetinaNetModel: the file
+  `export_tflite` writes for `variant` (signatures serving_default with the padded NMS and
+  raw, fixed [1, H, W, 3] input, TFLite builtin ops only).
+
+  Args:
+    model: a RetinaNetModel.
+    path: the .tflite file.
+    variant: one of TFLITE_VARIANTS.
+    calibration: full_int8 only: preprocessed float32 [n, H, W, 3] images.
+  """
+  if variant not in TFLITE_VARIANTS:
+    raise ValueError(f"unknown TFLite variant '{variant}' (choose from {TFLITE_VARIANTS})")
+  if variant == "full_int8" and (calibration is None or not len(calibration)):
+    raise ValueError("full_int8 needs calibration images")
+  with tempfile.TemporaryDirectory() as staging:  # local: the converter reads it back
+    saved_model = _staged_saved_model(model, staging, variant, {})
+    data = convert_tflite(saved_model, variant, calibration)
+  return file_io.write_bytes(path, data)
 
 
 def export_tflite(model, export_dir: str, variants: Sequence[str] = TFLITE_VARIANTS,

@@ -122,13 +122,13 @@ def test_missing_levels_are_pooled_from_the_level_below():
   decoder(features)
   assert not any(r.project for r in decoder.input_resamplers.values())
   assert not any(w for r in decoder.input_resamplers.values() for w in r.weights)
-  p6 = np.asarray(decoder.input_resamplers[6](features["P5"]))
+  p6 = np.asarray(decoder.input_resamplers["P6"](features["P5"]))
   expected = features["P5"].reshape(1, 2, 2, 2, 2, 8).max(axis=(2, 4))
   np.testing.assert_array_equal(p6, expected)
   # Other widths: P3..P5 get a 1x1 conv + BN; P6 and P7 come from the projected P5.
   wide = NasFpn("nasfpn", filters=4, num_repeats=1)
   wide(_features(batch=1))
-  assert [wide.input_resamplers[l].project for l in range(3, 8)] == [True] * 3 + [False] * 2
+  assert [wide.input_resamplers[f"P{l}"].project for l in range(3, 8)] == [True] * 3 + [False] * 2
   assert [(r.source_level, r.target_level) for r in wide.input_resamplers.values()] == [
       (3, 3), (4, 4), (5, 5), (5, 6), (6, 7)]
 
@@ -183,10 +183,10 @@ def test_decoder_argument_errors():
 def test_fpn_levels_above_the_backbone_as_model_garden_makes_them():
   fpn = FPN(filters=8)
   fpn(_features(batch=1))
-  assert sorted(fpn.laterals) == [3, 4, 5] and sorted(fpn.extra) == [6, 7]
+  assert list(fpn.laterals) == ["P3", "P4", "P5"] and list(fpn.extra) == ["P6", "P7"]
   assert all(c.strides == (2, 2) and c.kernel_size == (3, 3) for c in fpn.extra.values())
-  assert sorted(fpn.norms) == [3, 4, 5, 6, 7]
-  init = fpn.laterals[3].kernel_initializer  # Model Garden's FPN: "VarianceScaling" defaults
+  assert list(fpn.norms) == ["P3", "P4", "P5", "P6", "P7"]
+  init = fpn.laterals["P3"].kernel_initializer  # Model Garden's FPN: "VarianceScaling" defaults
   assert (init.scale, init.mode, init.distribution) == (1.0, "fan_in", "truncated_normal")
 
 

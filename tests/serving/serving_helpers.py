@@ -48,6 +48,29 @@ def parity_module():
   return _PARITY
 
 
+def operator_names(path: str) -> set[str]:
+  """Names of the operators a .tflite file uses, read from its flatbuffer (all subgraphs):
+  builtin names, or the custom code of a custom/Flex op."""
+  from tensorflow.lite.python import schema_py_generated
+  with open(path, "rb") as f:
+    model = schema_py_generated.Model.GetRootAs(f.read(), 0)
+  names = {code: name for name, code in vars(schema_py_generated.BuiltinOperator).items()
+           if name.isupper()}
+  out = set()
+  for i in range(model.OperatorCodesLength()):
+    code = model.OperatorCodes(i)
+    custom = code.CustomCode()
+    out.add(custom.decode() if custom else names[max(code.BuiltinCode(),
+                                                     code.DeprecatedBuiltinCode())])
+  return out
+
+
+def builtin_op_names() -> set[str]:
+  """Every TFLite builtin operator name (a plain interpreter runs these)."""
+  from tensorflow.lite.python import schema_py_generated
+  return {k for k in vars(schema_py_generated.BuiltinOperator) if k.isupper()}
+
+
 def non_square(image: np.ndarray, height: int = 96, width: int = 160) -> np.ndarray:
   """A uint8 image of another shape made from `image` (resized), for mapping-back tests."""
   from PIL import Image

@@ -147,7 +147,7 @@ def test_saved_model_export_failure_keeps_the_previous_export(model, config, tmp
   os.makedirs(previous)
   open(os.path.join(previous, "marker"), "w").close()
 
-  def crash(signatures, path):  # writes part of a SavedModel, then dies
+  def crash(signatures, path, model=None):  # writes part of a SavedModel, then dies
     os.makedirs(path)
     open(os.path.join(path, "saved_model.pb"), "w").close()
     raise OSError("disk full")

@@ -10,26 +10,9 @@ import numpy as np
 import pytest
 
 from nasfpn_tf.serving import detection_module, export_lib
-from tensorflow.lite.python import schema_py_generated
+from serving_helpers import ROOT, builtin_op_names, operator_names
 
-BUILTIN_OPS = {k for k in vars(schema_py_generated.BuiltinOperator) if k.isupper()}
-
-
-def _operator_names(path: str) -> set[str]:
-  """Names of the operators a .tflite file uses, read from its flatbuffer (all subgraphs):
-  builtin names, or the custom code of a custom/Flex op."""
-  with open(path, "rb") as f:
-    model = schema_py_generated.Model.GetRootAs(f.read(), 0)
-  names = {code: name for name, code in vars(schema_py_generated.BuiltinOperator).items()
-           if name.isupper()}
-  out = set()
-  for i in range(model.OperatorCodesLength()):
-    code = model.OperatorCodes(i)
-    custom = code.CustomCode()
-    out.add(custom.decode() if custom else names[max(code.BuiltinCode(),
-                                                     code.DeprecatedBuiltinCode())])
-  return out
-from serving_helpers import ROOT
+BUILTIN_OPS = builtin_op_names()
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +48,7 @@ def test_every_variant_runs_with_builtin_ops_only(detectors):
     assert detector.input_dtype == expected, variant
     # The op list of every subgraph: TFLite builtins only (no custom or Flex/select-TF ops,
     # which a plain interpreter on a device cannot run).
-    ops = _operator_names(detector.path)
+    ops = operator_names(detector.path)
     assert ops and not [o for o in ops if o not in BUILTIN_OPS or o == "CUSTOM"], (variant, ops)
     assert "NON_MAX_SUPPRESSION_V4" in ops, variant   # the padded NMS is inside the file
     out = detector.detect(np.full((128, 128, 3), 127.0, np.float32))

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 import keras
 
+from nasfpn_tf.levels import level_key
 from nasfpn_tf.modeling.layers.batch_norm import FusedBatchNorm
 
 # depth -> (block kind, blocks per stage C2..C5)
@@ -93,7 +94,7 @@ def build_resnet(depth: int = 50, input_shape: Sequence[Optional[int]] = (None, 
       strides = 2 if (b == 0 and stage > 2) else 1
       x = block_fn(x, width(filters), strides, b == 0, norm, f"c{stage}_block{b}")
     if stage >= 3:
-      outputs[f"P{stage}"] = x
+      outputs[level_key(stage)] = x
   model = keras.Model(inputs, outputs, name=f"resnet{depth}")
   if weights_path:
     model.load_weights(weights_path)

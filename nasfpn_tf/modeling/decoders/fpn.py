@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import keras
 from keras import ops
 
+from nasfpn_tf.levels import key_level, level_key
 from nasfpn_tf.modeling.layers.batch_norm import FusedBatchNorm
 from nasfpn_tf.modeling.layers.resample import initializer_config, make_initializer
 
@@ -67,8 +68,8 @@ class FPN(keras.layers.Layer):
     if not isinstance(input_shape, Mapping):
       raise ValueError(f"FPN takes a dict of backbone features keyed 'P3'..; got "
                        f"{type(input_shape).__name__}")
-    levels = sorted(int(k[1:]) for k in input_shape
-                    if self.min_level <= int(k[1:]) <= self.max_level)
+    levels = sorted(key_level(k) for k in input_shape
+                    if self.min_level <= key_level(k) <= self.max_level)
     if not levels or levels[0] != self.min_level:
       raise ValueError(f"FPN needs backbone level P{self.min_level}; got {sorted(input_shape)}")
     if levels != list(range(levels[0], levels[-1] + 1)):
@@ -85,45 +86,51 @@ class FPN(keras.layers.Layer):
   def build(self, input_shape):
     self.backbone_levels = self._input_levels(input_shape)
     top = self.backbone_levels[-1]
+    # Sublayers keyed "P3".. (see nasfpn_tf.levels), created level by level in this order,
+    # which fixes the order of `weights` and the .weights.h5 layout.
     self.laterals, self.smooths = {}, {}
     for level in self.backbone_levels:
-      self.laterals[level] = self._conv(1, f"lateral_conv_P{level}")
-      self.laterals[level].build(tuple(input_shape[f"P{level}"]))
-      self.smooths[level] = self._conv(3, f"output_conv_P{level}")
-      self.smooths[level].build((None, None, None, self.filters))
+      key = level_key(level)
+      self.laterals[key] = self._conv(1, f"lateral_conv_{key}")
+      self.laterals[key].build(tuple(input_shape[key]))
+      self.smooths[key] = self._conv(3, f"output_conv_{key}")
+      self.smooths[key].build((None, None, None, self.filters))
     self.extra = {}
     for level in range(top + 1, self.max_level + 1):
-      self.extra[level] = self._conv(3, f"downsample_conv_P{level}", strides=2)
-      self.extra[level].build((None, None, None, self.filters))
+      key = level_key(level)
+      self.extra[key] = self._conv(3, f"downsample_conv_{key}", strides=2)
+      self.extra[key].build((None, None, None, self.filters))
     self.norms = {}
     for level in range(self.min_level, self.max_level + 1):
-      self.norms[level] = FusedBatchNorm(
+      key = level_key(level)
+      self.norms[key] = FusedBatchNorm(
           momentum=self.norm_momentum, epsilon=self.norm_epsilon, synchronized=self.use_sync_bn,
-          name=f"output_bn_P{level}", dtype=self.dtype_policy)
-      self.norms[level].build((None, None, None, self.filters))
+          name=f"output_bn_{key}", dtype=self.dtype_policy)
+      self.norms[key].build((None, None, None, self.filters))
 
   def call(self, features: Mapping, training=None):
     levels = self.backbone_levels
-    lateral = {l: self.laterals[l](features[f"P{l}"]) for l in levels}
+    lateral = {l: self.laterals[level_key(l)](features[level_key(l)]) for l in levels}
     for finer, coarser in zip(reversed(levels[:-1]), reversed(levels[1:])):
       up = ops.repeat(ops.repeat(lateral[coarser], 2, axis=1), 2, axis=2)
       lateral[finer] = lateral[finer] + up
-    outputs = {l: self.smooths[l](lateral[l]) for l in levels}
-    for level, conv in self.extra.items():
+    outputs = {l: self.smooths[level_key(l)](lateral[l]) for l in levels}
+    for level in range(levels[-1] + 1, self.max_level + 1):
       below = outputs[level - 1]
       # P6 straight from P5's 3x3 output; P7 and above from ReLU of the level below.
-      outputs[level] = conv(ops.relu(below) if level > levels[-1] + 1 else below)
-    return {f"P{l}": self.norms[l](outputs[l], training=training)
+      outputs[level] = self.extra[level_key(level)](
+          ops.relu(below) if level > levels[-1] + 1 else below)
+    return {level_key(l): self.norms[level_key(l)](outputs[l], training=training)
             for l in range(self.min_level, self.max_level + 1)}
 
   def compute_output_shape(self, input_shape):
-    base = tuple(input_shape[f"P{self.min_level}"])
+    base = tuple(input_shape[level_key(self.min_level)])
     out = {}
     for level in range(self.min_level, self.max_level + 1):
       factor = 2 ** (level - self.min_level)
       h = None if base[1] is None else -(-base[1] // factor)
       w = None if base[2] is None else -(-base[2] // factor)
-      out[f"P{level}"] = (base[0], h, w, self.filters)
+      out[level_key(level)] = (base[0], h, w, self.filters)
     return out
 
   def get_config(self) -> dict:

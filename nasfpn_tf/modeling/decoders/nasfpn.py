@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import keras
 
 from nasfpn_tf.architecture_spec import ArchitectureSpec, cell_input_plan, parse_spec
+from nasfpn_tf.levels import level_key
 from nasfpn_tf.modeling.layers.merge_ops import POOL_TYPES
 from nasfpn_tf.modeling.layers.merging_cell import MergingCell
 from nasfpn_tf.modeling.layers.resample import Resample, initializer_config, resampled_size
@@ -30,7 +31,7 @@ __all__ = ["NasFpn", "cell_input_plan"]  # cell_input_plan re-exported for exist
 
 def build_input_resamplers(levels: list[int], input_shape: Mapping, filters: int,
                            common_args: dict) -> tuple[dict, dict]:
-  """The pyramid's input layers, keyed by level, and their output shapes.
+  """The pyramid's input layers and their output shapes, both keyed "P3".. in level order.
 
   A backbone level gets a 1x1 conv + BN where its width is not `filters`; a level above the
   backbone is made from the level below (Model Garden's P6 / P7). Shared by `NasFpn` and
@@ -38,23 +39,22 @@ def build_input_resamplers(levels: list[int], input_shape: Mapping, filters: int
   """
   resamplers, shapes = {}, {}
   for level in levels:
-    key = f"P{level}"
+    key = level_key(level)
     if key in input_shape:
       source, shape = level, tuple(input_shape[key])
     else:
-      source, shape = level - 1, shapes[level - 1]
+      source, shape = level - 1, shapes[level_key(level - 1)]
     layer = Resample(source, level, filters, name=f"input_{key}", **common_args)
     layer.build(shape)
-    resamplers[level] = layer
-    shapes[level] = layer.compute_output_shape(shape)
+    resamplers[key] = layer
+    shapes[key] = layer.compute_output_shape(shape)
   return resamplers, shapes
 
 
 def pyramid_inputs(resamplers: Mapping, features: Mapping, training=None) -> list:
   """Runs `build_input_resamplers`' layers: P{min}..P{max} at the pyramid's width."""
   feats, previous = [], None
-  for level, layer in resamplers.items():
-    key = f"P{level}"
+  for key, layer in resamplers.items():
     previous = layer(features[key] if key in features else previous, training=training)
     feats.append(previous)
   return feats
@@ -137,7 +137,7 @@ class NasFpn(keras.layers.Layer):
     if not isinstance(input_shape, Mapping):
       raise ValueError(f"NasFpn takes a dict of backbone features keyed 'P3'..; got "
                        f"{type(input_shape).__name__}")
-    key = f"P{self.min_level}"
+    key = level_key(self.min_level)
     if key not in input_shape:
       raise ValueError(f"NasFpn needs backbone level {key}; got {sorted(input_shape)}")
     factor = 2 ** (self.max_level - self.min_level)
@@ -164,7 +164,7 @@ class NasFpn(keras.layers.Layer):
             self.dropblock_size, use_separable_conv=self.use_separable_conv,
             name=f"repeat{r}_cell{k}_P{cell.level}", **self._common_args())
         # Every pool entry has `filters` channels; entries of one level share a size.
-        layer.build([shapes[pool_levels[i]] for i in indices])
+        layer.build([shapes[level_key(pool_levels[i])] for i in indices])
         repeat.append((layer, indices))
       self.cells.append(repeat)
 
@@ -176,11 +176,11 @@ class NasFpn(keras.layers.Layer):
       for layer, indices in repeat:
         pool.append(layer([pool[i] for i in indices], training=training))
       feats = [pool[self.spec.num_inputs + outputs[level]] for level in self.levels]
-    return {f"P{level}": f for level, f in zip(self.levels, feats)}
+    return {level_key(level): f for level, f in zip(self.levels, feats)}
 
   def compute_output_shape(self, input_shape: Mapping):
-    b, h, w, _ = input_shape[f"P{self.min_level}"]
-    return {f"P{l}": (b, resampled_size(h, self.min_level, l),
+    b, h, w, _ = input_shape[level_key(self.min_level)]
+    return {level_key(l): (b, resampled_size(h, self.min_level, l),
                       resampled_size(w, self.min_level, l), self.filters) for l in self.levels}
 
   def get_config(self) -> dict:

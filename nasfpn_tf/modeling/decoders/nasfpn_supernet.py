@@ -38,6 +38,7 @@ import tensorflow as tf
 from keras import ops
 
 from nasfpn_tf.architecture_spec import OPS, ArchitectureSpec, cell_input_plan, parse_spec
+from nasfpn_tf.levels import level_key
 from nasfpn_tf.modeling.layers.batch_norm import FusedBatchNorm
 from nasfpn_tf.modeling.decoders.nasfpn import build_input_resamplers, pyramid_inputs
 from nasfpn_tf.modeling.layers.merge_ops import POOL_TYPES, global_pool_merge
@@ -191,7 +192,7 @@ class NasFpnSupernet(keras.layers.Layer):
                               [functools.partial(lambda c, i: pool[num_levels + c][i], c, i)
                                for c in range(self.num_cells)])
                for i in range(num_levels)]
-    return {f"P{level}": f for level, f in zip(self.levels, feats)}
+    return {level_key(level): f for level, f in zip(self.levels, feats)}
 
   def _cell_branch(self, repeat: int, k: int, t: int, pool: list, path: dict,
                    is_output: bool, training) -> list:
@@ -217,8 +218,8 @@ class NasFpnSupernet(keras.layers.Layer):
     return self.run_cells(self.input_features(features, training), training)
 
   def compute_output_shape(self, input_shape: Mapping):
-    b, h, w, _ = input_shape[f"P{self.min_level}"]
-    return {f"P{l}": (b, resampled_size(h, self.min_level, l),
+    b, h, w, _ = input_shape[level_key(self.min_level)]
+    return {level_key(l): (b, resampled_size(h, self.min_level, l),
                       resampled_size(w, self.min_level, l), self.filters) for l in self.levels}
 
   def inherit_weights(self, decoder: keras.layers.Layer, spec: Any = None) -> None:
@@ -232,8 +233,8 @@ class NasFpnSupernet(keras.layers.Layer):
         decoder.num_repeats != self.num_repeats:
       raise ValueError("inherit_weights: the NasFpn must have the path's spec, "
                        f"filters={self.filters} and num_repeats={self.num_repeats}")
-    for level in self.levels:
-      decoder.input_resamplers[level].set_weights(self.input_resamplers[level].get_weights())
+    for key, resampler in self.input_resamplers.items():
+      decoder.input_resamplers[key].set_weights(resampler.get_weights())
     for r, repeat in enumerate(decoder.cells):
       for k, (cell_layer, _) in enumerate(repeat):
         name = slot_name(r, k, spec.cells[k].level)

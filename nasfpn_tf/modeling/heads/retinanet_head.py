@@ -8,6 +8,7 @@ from typing import Mapping
 import keras
 from keras import ops
 
+from nasfpn_tf.levels import level_key
 from nasfpn_tf.modeling.layers.batch_norm import FusedBatchNorm
 
 
@@ -62,7 +63,7 @@ class RetinaNetHead(keras.layers.Layer):
 
   @property
   def levels(self) -> list[str]:
-    return [f"P{l}" for l in range(self.min_level, self.max_level + 1)]
+    return [level_key(l) for l in range(self.min_level, self.max_level + 1)]
 
   def _conv(self, filters: int, name: str, stddev: float, bias: float = 0.0):
     if self.use_separable_conv:
