@@ -35,12 +35,20 @@ ALLOWED = {
     # search/ is being reorganised; moving it under modeling/ is left for later.
     ("nasfpn_tf.modeling.supernet_model", "nasfpn_tf.search.search_space"),
     ("nasfpn_tf.modeling.decoders.nasfpn_supernet", "nasfpn_tf.search.search_space"),
+    # Keras' convention, `model.export(path, format=...)`: RetinaNetModel.export hands the
+    # model to the serving code that writes the NMS-in-graph signatures. Imported inside the
+    # method, at call time, so that building or training a model never loads serving/.
+    ("nasfpn_tf.modeling.retinanet_model", "nasfpn_tf.serving.export_lib"),
 }
 # Cycles tolerated for now, with the reason. search/ is being reorganised in a change of its
 # own (role names, rewards in one file); this cycle of two function-level imports is its to
 # remove. Tolerated, not required: the test passes once it is gone.
 KNOWN_CYCLES = [
     ["nasfpn_tf.search.oneshot", "nasfpn_tf.search.proxy_validation"],
+    # Closed only by the call-time import of `RetinaNetModel.export` above (export_lib builds
+    # a model from a config through the factory): no module imports another at load time.
+    ["nasfpn_tf.modeling.factory", "nasfpn_tf.modeling.retinanet_model",
+     "nasfpn_tf.modeling.supernet_model", "nasfpn_tf.serving.export_lib"],
 ]
 
 
