@@ -67,7 +67,7 @@ def make_oneshot_reward(config: ExperimentConfig, model: Any):
   """
   from nasfpn_tf.configs.loading import override
   from nasfpn_tf.data.input_pipeline import build_dataset
-  from nasfpn_tf.search.oneshot_reward import OneShotReward, cached_batches
+  from nasfpn_tf.search.rewards import OneShotReward, cached_batches
   from nasfpn_tf.trainer import ground_truth
 
   oneshot = config.search.oneshot
@@ -89,7 +89,7 @@ def _write_json(path: str, data: dict) -> None:
 def run_oneshot_search(config: ExperimentConfig, model_dir: str,
                        ray_address: Optional[str] = None) -> dict[str, Any]:
   """Runs (or resumes) the three stages; returns the summary (also in summary.json)."""
-  from nasfpn_tf.search.engine import run_search_with_config
+  from nasfpn_tf.search.inline_engine import run_search_with_config
   from nasfpn_tf.search.reporting import best_trials, write_ranked_specs
 
   search = config.search

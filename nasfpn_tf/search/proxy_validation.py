@@ -70,7 +70,7 @@ def _oneshot_scores(config, archs, seed: int, directory: str) -> dict[str, Optio
 
 
 def _child_scores(config, archs, seed: int, directory: str) -> dict[str, float]:
-  from nasfpn_tf.search.proxy_task import ProxyReward
+  from nasfpn_tf.search.rewards import ProxyReward
   reward = ProxyReward(_seeded(config, seed), directory)
   return {name: reward(spec) for name, spec in archs.items()}
 

@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 
 from nasfpn_tf.architecture_spec import ArchitectureSpec, from_records
 from nasfpn_tf.configs.experiment import ExperimentConfig
-from nasfpn_tf.search.proxy_task import ProxyReward, _read_reward, _write_reward
+from nasfpn_tf.search.rewards import ProxyReward, read_stored_reward, write_stored_reward
 
 RESCORE_FILE = "rescore.json"
 
@@ -38,7 +38,7 @@ def _child_trainable(config: dict[str, Any], base_config: ExperimentConfig = Non
   spec = from_records(arch["cells"], arch["min_level"], arch["max_level"])
   reward = ProxyReward(base_config, root_dir)
   model_dir = reward.model_dir(spec)
-  stored = _read_reward(model_dir, "AP")
+  stored = read_stored_reward(model_dir, "AP")
   if stored is not None:
     tune.report({"AP": stored, "finished": True})
     return
@@ -53,14 +53,14 @@ def _child_trainable(config: dict[str, Any], base_config: ExperimentConfig = Non
       if finished:
         # ASHA stops a trial as soon as it reports its last rung (max_t): store the result
         # now, so that a rerun finds this child done.
-        _write_reward(model_dir, spec, {k[4:]: v for k, v in logs.items()
+        write_stored_reward(model_dir, spec, {k[4:]: v for k, v in logs.items()
                                         if k.startswith("val_")})
       tune.report({"AP": float(logs["val_AP"]), "finished": finished})
 
   os.makedirs(model_dir, exist_ok=True)
   metrics = train_and_evaluate(child_config(base_config, spec), model_dir, verbose=2,
                                callbacks=[ReportEvaluation()])
-  _write_reward(model_dir, spec, metrics)
+  write_stored_reward(model_dir, spec, metrics)
   tune.report({"AP": float(metrics["AP"]), "finished": True})
 
 
@@ -75,7 +75,7 @@ def rescore(base_config: ExperimentConfig, specs: Sequence[ArchitectureSpec], di
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)["rows"]
-  from nasfpn_tf.search.searcher import import_ray, init_ray
+  from nasfpn_tf.search.ray_engine import import_ray, init_ray
 
   ray, tune = import_ray()
   from ray.tune.schedulers import ASHAScheduler
