@@ -23,7 +23,9 @@ gives the real reward (AP of a child RetinaNet on a small budget);
 `SimilarityReward` a synthetic one for testing.
 
 Names are resolved on first use, so that importing `nasfpn_tf.search.<module>`
-(as Ray trial workers do) loads neither TensorFlow nor Ray.
+(as Ray trial workers do) loads neither TensorFlow nor Ray. Every file the search
+writes goes through `nasfpn_tf.file_io` (imported on use), except the lines the journal
+and the events log append and fsync (see journal.py for why).
 """
 
 import importlib

@@ -229,10 +229,9 @@ class ControllerSearcher(Searcher):
     self._driver = None
 
   def save(self, checkpoint_path: str) -> None:
-    tmp = f"{checkpoint_path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-      pickle.dump(self.get_state(), f)
-    os.replace(tmp, checkpoint_path)
+    from nasfpn_tf import file_io  # local: file_io imports TensorFlow, which workers must not
+
+    file_io.write_bytes(checkpoint_path, pickle.dumps(self.get_state()))
 
   def restore(self, checkpoint_path: str) -> None:
     with open(checkpoint_path, "rb") as f:
@@ -312,8 +311,10 @@ def build_tuner(config: SearchConfig, reward_fn: Callable[[ArchitectureSpec], fl
                                    time_limit_s=config.trial_time_limit_s,
                                    journal_path=os.path.join(directory, JOURNAL_FILE))
   trainable = tune.with_resources(trainable, {"cpu": config.trial_cpus, "gpu": config.trial_gpus})
+  from nasfpn_tf import file_io
+
   storage = os.path.join(directory, "ray")
-  os.makedirs(storage, exist_ok=True)
+  file_io.makedirs(storage)
   return tune.Tuner(
       trainable,
       tune_config=tune.TuneConfig(
