@@ -179,7 +179,7 @@ _OPTIMIZER_FILE = "optimizer.npz"
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-  from nasfpn_tf import file_io  # local: file_io imports TensorFlow (random search needs none)
+  from nasfpn_tf import file_io  # local: file_io imports TensorFlow
 
   file_io.write_json(path, data, indent=None)
 

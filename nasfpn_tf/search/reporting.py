@@ -1,9 +1,9 @@
 """What a search leaves to look at: best specs as YAML, a progress plot, a drawing.
 
 All files are written through `nasfpn_tf.file_io` (a temporary name, then a
-rename), so a reader (or a kill) never sees half a file. The plot follows the paper's search figure: the reward
-of every trial, its moving average, and the number of unique architectures
-sampled so far, against the trial number.
+rename), so a reader (or a kill) never sees half a file. The plot follows the
+paper's search figure: the reward of every trial, its moving average, and the
+number of unique architectures sampled so far, against the trial number.
 """
 
 from __future__ import annotations
