@@ -15,6 +15,7 @@ exactly what a killed one had in flight.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from typing import Any, Optional, Sequence
@@ -153,8 +154,12 @@ class PPOAgent:
 
   def save_files(self, directory: str) -> None:
     """Writes weights (Keras `.weights.h5`), Adam slots and baseline into `directory`."""
-    self.controller.save_weights(os.path.join(directory, _WEIGHTS_FILE))
-    np.savez(os.path.join(directory, _OPTIMIZER_FILE), *self.trainer.optimizer_state())
+    from nasfpn_tf import file_io
+
+    self.controller.save_weights_atomic(os.path.join(directory, _WEIGHTS_FILE))
+    slots = io.BytesIO()
+    np.savez(slots, *self.trainer.optimizer_state())
+    file_io.write_bytes(os.path.join(directory, _OPTIMIZER_FILE), slots.getvalue())
     _write_json(os.path.join(directory, "agent.json"),
                 {"algorithm": self.algorithm, "num_updates": self.trainer.num_updates,
                  "baseline": self.trainer.baseline.value})
@@ -174,13 +179,15 @@ _OPTIMIZER_FILE = "optimizer.npz"
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-  with open(path, "w") as f:
-    json.dump(data, f)
+  from nasfpn_tf import file_io  # local: file_io imports TensorFlow
+
+  file_io.write_json(path, data, indent=None)
 
 
 def _read_json(path: str) -> dict[str, Any]:
-  with open(path) as f:
-    return json.load(f)
+  from nasfpn_tf import file_io
+
+  return json.loads(file_io.read_text(path))
 
 
 def _check_algorithm(expected: str, state: dict[str, Any]) -> None:

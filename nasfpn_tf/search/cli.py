@@ -16,8 +16,8 @@ def run_search_from_config(config: ExperimentConfig, model_dir: str,
   """Runs (or resumes) `config.search` with the proxy reward built from `config`'s
   task and trainer sections; trials and reports go to `search.directory` (default
   MODEL_DIR/search). Prints the best architectures."""
-  from nasfpn_tf.search.engine import run_search_with_config
-  from nasfpn_tf.search.proxy_task import make_proxy_reward
+  from nasfpn_tf.search.inline_engine import run_search_with_config
+  from nasfpn_tf.search.rewards import make_proxy_reward
 
   if config.search.strategy == "oneshot":
     from nasfpn_tf.search.oneshot import run_oneshot_search

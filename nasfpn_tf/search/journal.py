@@ -5,6 +5,13 @@ reports (best specs, plot) are drawn from it, and a trial counts as finished
 exactly when its line is on disk. A line torn by a kill mid-write is dropped
 on the next open. Needs no TensorFlow (Ray workers read it).
 
+The one writer in search/ that does not go through `nasfpn_tf.file_io`: a trial is
+finished only once its line is fsynced, and `tf.io.gfile` can do neither part of
+that — it has no fsync, and on an object store (gs://) an object cannot be appended
+to, only rewritten whole, so each trial would rewrite the journal. `append_line`
+therefore uses the os module, and a search directory must be a local (or mounted)
+disk. The search's events log (`events.jsonl`) is appended the same way.
+
 A record:
   {"trial": 3, "proposal": 3, "status": "ok", "reward": 0.41, "wall_time_s": 12.5,
    "start_time": 1.7e9, "end_time": 1.7e9, "cells": [{"level": 4, ...}, ...],
@@ -85,14 +92,18 @@ class Journal:
         os.fsync(f.fileno())
 
   def append(self, record: TrialRecord) -> None:
-    line = record.to_json() + "\n"
-    with open(self.path, "a") as f:
-      f.write(line)
-      f.flush()
-      os.fsync(f.fileno())
+    append_line(self.path, record.to_json())
 
   def read(self) -> list[TrialRecord]:
     return read_journal(self.path)
+
+
+def append_line(path: str, line: str) -> None:
+  """Appends `line` and a newline to the local file `path` and fsyncs it (see above)."""
+  with open(path, "a") as f:
+    f.write(line + "\n")
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def read_journal(path: str) -> list[TrialRecord]:

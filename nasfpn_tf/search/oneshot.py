@@ -20,7 +20,6 @@ Stages (each resumable: rerun the same command after a kill):
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Optional
@@ -51,10 +50,11 @@ def train_supernet(config: ExperimentConfig, directory: str, verbose: int = 1):
   """Trains (or resumes, or loads the finished) supernet of `config` in `directory`."""
   import keras
 
+  from nasfpn_tf import file_io
   from nasfpn_tf.trainer import MODEL_FILE, train
 
   path = os.path.join(directory, MODEL_FILE)
-  if os.path.exists(path):
+  if file_io.exists(path):
     return keras.saving.load_model(path, compile=False)
   return train(supernet_config(config), directory, verbose=verbose).model
 
@@ -67,7 +67,7 @@ def make_oneshot_reward(config: ExperimentConfig, model: Any):
   """
   from nasfpn_tf.configs.loading import override
   from nasfpn_tf.data.input_pipeline import build_dataset
-  from nasfpn_tf.search.oneshot_reward import OneShotReward, cached_batches
+  from nasfpn_tf.search.rewards import OneShotReward, cached_batches
   from nasfpn_tf.trainer import ground_truth
 
   oneshot = config.search.oneshot
@@ -82,19 +82,20 @@ def make_oneshot_reward(config: ExperimentConfig, model: Any):
 
 
 def _write_json(path: str, data: dict) -> None:
-  from nasfpn_tf.search.reporting import atomic_write_text
-  atomic_write_text(path, json.dumps(data, indent=1))
+  from nasfpn_tf import file_io  # local: file_io imports TensorFlow
+  file_io.write_json(path, data, indent=1)
 
 
 def run_oneshot_search(config: ExperimentConfig, model_dir: str,
                        ray_address: Optional[str] = None) -> dict[str, Any]:
   """Runs (or resumes) the three stages; returns the summary (also in summary.json)."""
-  from nasfpn_tf.search.engine import run_search_with_config
+  from nasfpn_tf import file_io
+  from nasfpn_tf.search.inline_engine import run_search_with_config
   from nasfpn_tf.search.reporting import best_trials, write_ranked_specs
 
   search = config.search
   directory = os.path.abspath(search.directory or os.path.join(model_dir, "search"))
-  os.makedirs(directory, exist_ok=True)
+  file_io.makedirs(directory)
   summary: dict[str, Any] = {"strategy": "oneshot", "stages": {}}
 
   start = time.time()

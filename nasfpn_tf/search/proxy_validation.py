@@ -20,6 +20,7 @@ trains only what is missing.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Any, Optional
@@ -54,12 +55,12 @@ def _seeded(config: ExperimentConfig, seed: int) -> ExperimentConfig:
 
 
 def _oneshot_scores(config, archs, seed: int, directory: str) -> dict[str, Optional[float]]:
+  from nasfpn_tf import file_io
   from nasfpn_tf.search.oneshot import make_oneshot_reward, train_supernet
 
   path = os.path.join(directory, "oneshot_rewards.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+  if file_io.exists(path):
+    return json.loads(file_io.read_text(path))
   seeded = _seeded(config, seed)
   model = train_supernet(seeded, os.path.join(directory, "supernet"), verbose=2)
   reward = make_oneshot_reward(seeded, model)
@@ -70,7 +71,7 @@ def _oneshot_scores(config, archs, seed: int, directory: str) -> dict[str, Optio
 
 
 def _child_scores(config, archs, seed: int, directory: str) -> dict[str, float]:
-  from nasfpn_tf.search.proxy_task import ProxyReward
+  from nasfpn_tf.search.rewards import ProxyReward
   reward = ProxyReward(_seeded(config, seed), directory)
   return {name: reward(spec) for name, spec in archs.items()}
 
@@ -141,13 +142,16 @@ def plot(summary: dict[str, Any], path: str) -> None:
     ax.set_xlabel(f"{reward} reward (mean over seeds)")
     ax.set_ylabel("full-budget AP (mean over seeds)")
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  png = io.BytesIO()
+  fig.savefig(png, dpi=100, format="png")
   plt.close(fig)
+  from nasfpn_tf import file_io
+  file_io.write_bytes(path, png.getvalue())
 
 
 def _write_json(path: str, data: Any) -> None:
-  from nasfpn_tf.search.reporting import atomic_write_text
-  atomic_write_text(path, json.dumps(data, indent=1))
+  from nasfpn_tf import file_io  # local: file_io imports TensorFlow
+  file_io.write_json(path, data, indent=1)
 
 
 def validate_proxy(config: ExperimentConfig, model_dir: str) -> dict[str, Any]:
@@ -182,11 +186,12 @@ def validate_proxy(config: ExperimentConfig, model_dir: str) -> dict[str, Any]:
 
 def correlation_warning(report_path: str, reward: str = "oneshot") -> Optional[str]:
   """A one-line verdict on `reward` from a proxy-validation report (None if there is none)."""
-  if not report_path or not os.path.exists(report_path):
+  from nasfpn_tf import file_io
+
+  if not report_path or not file_io.exists(report_path):
     return (f"the {reward} reward has not been validated (run.py --mode=validate_proxy): "
             "its ranking may not hold after full training")
-  with open(report_path) as f:
-    c = json.load(f)["summary"].get(reward, {}).get("vs_full")
+  c = json.loads(file_io.read_text(report_path))["summary"].get(reward, {}).get("vs_full")
   if not c or c["kendall_tau"] is None:
     return f"{report_path} has no correlation for the {reward} reward"
   if c["kendall_tau"] < WEAK_TAU:

@@ -1,13 +1,14 @@
 """What a search leaves to look at: best specs as YAML, a progress plot, a drawing.
 
-All files are written to a temporary name and renamed, so a reader (or a kill)
-never sees half a file. The plot follows the paper's search figure: the reward
-of every trial, its moving average, and the number of unique architectures
-sampled so far, against the trial number.
+All files are written through `nasfpn_tf.file_io` (a temporary name, then a
+rename), so a reader (or a kill) never sees half a file. The plot follows the
+paper's search figure: the reward of every trial, its moving average, and the
+number of unique architectures sampled so far, against the trial number.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from typing import Optional, Sequence
@@ -109,9 +110,10 @@ def plot_progress(records: Sequence[TrialRecord], path: str, window: Optional[in
   ax.legend(handles[0] + handles2[0], handles[1] + handles2[1], loc="lower right", fontsize=8)
   ax.set_title(f"architecture search: {len(records)} trials")
   fig.tight_layout()
-  tmp = f"{path}.tmp-{os.getpid()}.png"
-  fig.savefig(tmp)
-  os.replace(tmp, path)
+  png = io.BytesIO()
+  fig.savefig(png, format="png")
+  from nasfpn_tf import file_io
+  file_io.write_bytes(path, png.getvalue())
 
 
 def draw_best(records: Sequence[TrialRecord], path: str) -> Optional[str]:
@@ -125,10 +127,7 @@ def draw_best(records: Sequence[TrialRecord], path: str) -> Optional[str]:
     logger.info("nasfpn_tf.visualize.draw_architecture is not available; no drawing")
     return None
   try:
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    draw_architecture(best[0].spec, tmp)
-    os.replace(tmp, path)
-    return path
+    return draw_architecture(best[0].spec, path)   # written through file_io
   except Exception as e:   # a drawing problem must not fail a finished search
     logger.warning("drawing the best architecture failed: %s", e)
     return None

@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 
 from nasfpn_tf.architecture_spec import ArchitectureSpec, from_records
 from nasfpn_tf.configs.experiment import ExperimentConfig
-from nasfpn_tf.search.proxy_task import ProxyReward, _read_reward, _write_reward
+from nasfpn_tf.search.rewards import ProxyReward, read_stored_reward, write_stored_reward
 
 RESCORE_FILE = "rescore.json"
 
@@ -31,6 +31,7 @@ def _child_trainable(config: dict[str, Any], base_config: ExperimentConfig = Non
   import keras
   from ray import tune
 
+  from nasfpn_tf import file_io
   from nasfpn_tf.search.proxy_task import child_config
   from nasfpn_tf.trainer import train_and_evaluate
 
@@ -38,7 +39,7 @@ def _child_trainable(config: dict[str, Any], base_config: ExperimentConfig = Non
   spec = from_records(arch["cells"], arch["min_level"], arch["max_level"])
   reward = ProxyReward(base_config, root_dir)
   model_dir = reward.model_dir(spec)
-  stored = _read_reward(model_dir, "AP")
+  stored = read_stored_reward(model_dir, "AP")
   if stored is not None:
     tune.report({"AP": stored, "finished": True})
     return
@@ -53,14 +54,14 @@ def _child_trainable(config: dict[str, Any], base_config: ExperimentConfig = Non
       if finished:
         # ASHA stops a trial as soon as it reports its last rung (max_t): store the result
         # now, so that a rerun finds this child done.
-        _write_reward(model_dir, spec, {k[4:]: v for k, v in logs.items()
+        write_stored_reward(model_dir, spec, {k[4:]: v for k, v in logs.items()
                                         if k.startswith("val_")})
       tune.report({"AP": float(logs["val_AP"]), "finished": finished})
 
-  os.makedirs(model_dir, exist_ok=True)
+  file_io.makedirs(model_dir)
   metrics = train_and_evaluate(child_config(base_config, spec), model_dir, verbose=2,
                                callbacks=[ReportEvaluation()])
-  _write_reward(model_dir, spec, metrics)
+  write_stored_reward(model_dir, spec, metrics)
   tune.report({"AP": float(metrics["AP"]), "finished": True})
 
 
@@ -71,11 +72,12 @@ def rescore(base_config: ExperimentConfig, specs: Sequence[ArchitectureSpec], di
   Rows: `spec` (compact string), `AP` (last evaluation), `evaluations` (how many the
   child got), `finished` (trained to the full budget, not stopped by ASHA).
   """
+  from nasfpn_tf import file_io  # local: file_io imports TensorFlow
+
   path = os.path.join(directory, RESCORE_FILE)
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)["rows"]
-  from nasfpn_tf.search.searcher import import_ray, init_ray
+  if file_io.exists(path):
+    return json.loads(file_io.read_text(path))["rows"]
+  from nasfpn_tf.search.ray_engine import import_ray, init_ray
 
   ray, tune = import_ray()
   from ray.tune.schedulers import ASHAScheduler
@@ -95,7 +97,7 @@ def rescore(base_config: ExperimentConfig, specs: Sequence[ArchitectureSpec], di
     params = [{"cells": s.to_records(), "min_level": s.min_level, "max_level": s.max_level,
                "spec": s.to_string()} for s in specs]
     storage = os.path.join(directory, "ray")
-    os.makedirs(storage, exist_ok=True)
+    file_io.makedirs(storage)
     tuner = tune.Tuner(
         trainable, param_space={"arch": tune.grid_search(params)},
         tune_config=tune.TuneConfig(scheduler=scheduler,
@@ -115,6 +117,5 @@ def rescore(base_config: ExperimentConfig, specs: Sequence[ArchitectureSpec], di
                  "finished": bool(metrics.get("finished", False)),
                  "error": None if result.error is None else str(result.error)[:300]})
   rows.sort(key=lambda r: -(r["AP"] if r["AP"] is not None else -1.0))
-  from nasfpn_tf.search.reporting import atomic_write_text
-  atomic_write_text(path, json.dumps({"num_evaluations": num_evals, "rows": rows}, indent=1))
+  file_io.write_json(path, {"num_evaluations": num_evals, "rows": rows}, indent=1)
   return rows

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -202,77 +202,3 @@ def similarity(actions: Sequence[int], target: Sequence[int]) -> float:
   if len(actions) != len(target):
     raise ValueError(f"{len(actions)} actions vs {len(target)} target actions")
   return float(np.mean(np.asarray(actions) == np.asarray(target)))
-
-
-class SimilarityReward:
-  """A synthetic reward with a unique best architecture, for testing search algorithms.
-
-  reward = floor + (1 - floor) * similarity(actions(spec), actions(target)).
-  A high `floor` mimics detection AP, whose values over a search space span a
-  narrow band below the best; it sets how hard "within 5% of the optimum" is.
-  Picklable (Ray ships it to trial workers) and free of TensorFlow.
-
-  Args:
-    space: the search space.
-    target: the best architecture; if None, one drawn uniformly with `seed`.
-    floor: reward of an architecture that matches no decision.
-    seed: seed for drawing the target.
-  """
-
-  def __init__(self, space: SearchSpace, target: Optional[ArchitectureSpec] = None,
-               floor: float = 0.0, seed: int = 0):
-    if not 0.0 <= floor < 1.0:
-      raise ValueError(f"floor must be in [0, 1), got {floor}")
-    self.space = space
-    self.floor = floor
-    if target is None:
-      target_actions = space.sample_uniform(np.random.default_rng([seed, 0x7a26]))
-      target = space.actions_to_spec(target_actions)
-    self.target = target
-    self.target_actions = space.spec_to_actions(target)
-
-  @property
-  def optimum(self) -> float:
-    return 1.0
-
-  def __call__(self, spec: ArchitectureSpec) -> float:
-    sim = similarity(self.space.spec_to_actions(spec), self.target_actions)
-    return self.floor + (1.0 - self.floor) * sim
-
-  def matches_needed(self, reward: float) -> int:
-    """Fewest matching decisions whose reward is >= `reward`."""
-    n = self.space.num_steps
-    frac = (reward - self.floor) / (1.0 - self.floor)
-    # Round away float noise before the ceiling (0.95 - 0.89 is not exactly 0.06).
-    return max(0, int(math.ceil(round(frac * n, 9))))
-
-  def random_search_hit_probability(self, reward: float) -> float:
-    """Exact chance that one uniform random-search sample scores >= `reward`.
-
-    Each decision matches the target independently with probability
-    1 / (number of valid choices), except the output levels: their order is a
-    uniform random permutation, whose matches with the target's order follow
-    the fixed-point distribution of a random permutation.
-    """
-    space = self.space
-    dist = np.array([1.0])
-    for d in space.decisions:
-      if space.is_output_level_step(d.step):
-        continue
-      p = 1.0 / np.count_nonzero(space.static_mask(d.step))
-      dist = np.convolve(dist, [1.0 - p, p])
-    dist = np.convolve(dist, _fixed_point_distribution(space.num_levels))
-    return float(dist[self.matches_needed(reward):].sum())
-
-  def random_search_expected_trials(self, reward: float) -> float:
-    """Expected trials until uniform random search first scores >= `reward` (1 / p)."""
-    return 1.0 / self.random_search_hit_probability(reward)
-
-
-def _fixed_point_distribution(n: int) -> np.ndarray:
-  """P(a uniform random permutation of n items has exactly j fixed points), j = 0..n."""
-  derangements = [1, 0]
-  for k in range(2, n + 1):
-    derangements.append((k - 1) * (derangements[-1] + derangements[-2]))
-  counts = [math.comb(n, j) * derangements[n - j] for j in range(n + 1)]
-  return np.asarray(counts, dtype=np.float64) / math.factorial(n)

@@ -9,8 +9,8 @@ import pytest
 from nasfpn_tf.architecture_spec import parse_spec
 from nasfpn_tf.configs.experiment import ConfigError
 from nasfpn_tf.search import SearchSpace, SimilarityReward, read_journal, run_search
-from nasfpn_tf.search.driver import JOURNAL_FILE
 from nasfpn_tf.search.journal import Journal
+from nasfpn_tf.search.search_directory import JOURNAL_FILE
 
 FAST = dict(progress_bar=False, controller={"units": 16})
 
@@ -97,7 +97,7 @@ def test_bad_options_name_the_key(tmp_path, reward):
 
 def test_ray_engine_without_ray_says_how_to_install(tmp_path, reward, monkeypatch):
   monkeypatch.setitem(sys.modules, "ray", None)
-  monkeypatch.delitem(sys.modules, "nasfpn_tf.search.searcher", raising=False)
+  monkeypatch.delitem(sys.modules, "nasfpn_tf.search.ray_engine", raising=False)
   with pytest.raises(ImportError, match=r"pip install nasfpn_tf\[search\]"):
     run_search(reward, 5, str(tmp_path), engine="ray")
 

@@ -10,8 +10,8 @@ import pytest
 from nasfpn_tf.architecture_spec import SpecError, parse_spec
 from nasfpn_tf.configs.experiment import ExperimentConfig
 from nasfpn_tf.configs.loading import load_config
-from nasfpn_tf.search.proxy_task import (child_config, make_proxy_reward, proxy_task_config,
-                                         spec_digest)
+from nasfpn_tf.search.proxy_task import child_config, proxy_task_config, spec_digest
+from nasfpn_tf.search.rewards import make_proxy_reward
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -75,7 +75,7 @@ def test_searcher_state_survives_pickling_and_save_restore(tmp_path):
   import pickle
 
   from nasfpn_tf.configs.search_config import ControllerConfig, SearchConfig
-  from nasfpn_tf.search.searcher import ControllerSearcher
+  from nasfpn_tf.search.ray_engine import ControllerSearcher
 
   config = SearchConfig(directory=str(tmp_path), max_trials=3, batch_size=2,
                         controller=ControllerConfig(units=16), progress_bar=False,
@@ -104,7 +104,7 @@ def test_searcher_state_survives_pickling_and_save_restore(tmp_path):
 
 def test_time_limit_stops_a_slow_trial():
   from nasfpn_tf.architecture_spec import parse_spec
-  from nasfpn_tf.search.ray_trial import TrialTimeoutError, call_with_time_limit
+  from nasfpn_tf.search.ray_engine import TrialTimeoutError, call_with_time_limit
 
   spec = parse_spec("nasfpn")
   start = time.time()

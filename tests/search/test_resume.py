@@ -14,8 +14,8 @@ import pytest
 
 from nasfpn_tf.search import SearchSpace, SimilarityReward, run_search
 from nasfpn_tf.search.controller import Controller
-from nasfpn_tf.search.driver import EVENTS_FILE, JOURNAL_FILE, weights_digest
 from nasfpn_tf.search.journal import read_journal
+from nasfpn_tf.search.search_directory import EVENTS_FILE, JOURNAL_FILE, weights_digest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAX_TRIALS, BATCH, KILL_AFTER = 60, 10, 25

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from nasfpn_tf.architecture_spec import SpecError, parse_spec
-from nasfpn_tf.search.search_space import SearchSpace, SimilarityReward, similarity
+from nasfpn_tf.search.rewards import SimilarityReward
+from nasfpn_tf.search.search_space import SearchSpace, similarity
 
 
 def test_published_nasfpn_round_trips():

@@ -1,4 +1,4 @@
-"""The Ray Tune engine: a `Searcher` wrapping the search agent, and `run_ray_search`.
+"""The Ray Tune engine: the trial trainable, a `Searcher` wrapping the agent, `run_ray_search`.
 
 `ControllerSearcher.suggest` samples an architecture (its log-probability is
 kept for PPO); each finished trial is journaled as soon as its reward arrives;
@@ -15,7 +15,10 @@ of a run also works: the searcher's `save`/`restore` keep the in-flight
 proposals, its agent is rebuilt from the directory, and the trainable returns
 the journaled reward of any trial that had already finished.
 
-Ray is imported only here, only when `engine="ray"` is asked for.
+Ray is imported only here, only when `engine="ray"` is asked for. Each trial's
+fresh Ray worker imports this module to unpickle `nasfpn_trial`, so it must stay
+free of TensorFlow at import (the driver side builds the controller lazily): the
+reward function alone decides what else gets loaded in a worker.
 """
 
 from __future__ import annotations
@@ -24,15 +27,16 @@ import dataclasses
 import logging
 import os
 import pickle
+import threading
+import time
 from typing import Any, Callable, Optional
 
 from nasfpn_tf.architecture_spec import ArchitectureSpec, from_records
 from nasfpn_tf.configs.loading import from_dict
 from nasfpn_tf.configs.search_config import SearchConfig
 from nasfpn_tf.search.agents import Proposal
-from nasfpn_tf.search.driver import JOURNAL_FILE, SearchDriver
-from nasfpn_tf.search.journal import TrialRecord
-from nasfpn_tf.search.ray_trial import nasfpn_trial
+from nasfpn_tf.search.journal import TrialRecord, read_journal
+from nasfpn_tf.search.search_directory import JOURNAL_FILE, SearchDriver
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,79 @@ def import_ray():
 ray, tune = import_ray()
 from ray.tune.search import ConcurrencyLimiter, Searcher  # noqa: E402  (after the friendly check)
 
+
+# ---- the trainable (runs in the trial's worker) ----------------------------------
+
+class TrialTimeoutError(TimeoutError):
+  """A trial ran past `trial_time_limit_s`."""
+
+
+def call_with_time_limit(fn: Callable[[ArchitectureSpec], float], spec: ArchitectureSpec,
+                         time_limit_s: float) -> float:
+  """`fn(spec)`, raising `TrialTimeoutError` after `time_limit_s` seconds (0: no limit).
+
+  The call runs in a daemon thread; when the limit passes, the trial raises and
+  Tune stops its worker process, which ends the thread with it.
+  """
+  if not time_limit_s:
+    return float(fn(spec))
+  box: dict[str, Any] = {}
+
+  def target():
+    try:
+      box["value"] = float(fn(spec))
+    except BaseException as e:   # re-raised in the trial's own thread below
+      box["error"] = e
+
+  worker = threading.Thread(target=target, name="nasfpn-trial", daemon=True)
+  worker.start()
+  worker.join(time_limit_s)
+  if worker.is_alive():
+    raise TrialTimeoutError(f"trial ran past its time limit of {time_limit_s:g} s")
+  if "error" in box:
+    raise box["error"]
+  return box["value"]
+
+
+def _journaled_reward(journal_path: str, proposal: int) -> Optional[dict[str, Any]]:
+  """The journal's result for `proposal`, if it finished before a restore re-ran it."""
+  try:
+    records = read_journal(journal_path)
+  except OSError:   # another node: no shared journal, evaluate again
+    return None
+  for r in records:
+    if r.proposal == proposal and r.ok:
+      return {"reward": r.reward, "start_time": r.start_time, "end_time": r.end_time,
+              "wall_time_s": r.wall_time_s}
+  return None
+
+
+def nasfpn_trial(config: dict[str, Any], reward_fn: Callable[[ArchitectureSpec], float] = None,
+                 time_limit_s: float = 0.0, journal_path: str = "") -> None:
+  """Evaluates the architecture in `config` and reports `reward` (plus timings) to Tune.
+
+  Args:
+    config: what the searcher suggested: `proposal`, `cells`, `min_level`, `max_level`.
+    reward_fn: spec -> float (bound with `tune.with_parameters`).
+    time_limit_s: per-trial limit (0: none).
+    journal_path: the search journal; a proposal already in it is not evaluated again
+      (a trial that finished just before a kill and that `Tuner.restore` re-runs).
+  """
+  proposal = int(config["proposal"])
+  if journal_path:
+    done = _journaled_reward(journal_path, proposal)
+    if done is not None:
+      tune.report({**done, "proposal": proposal, "replayed": True})
+      return
+  spec = from_records(config["cells"], config["min_level"], config["max_level"])
+  start = time.time()
+  reward = call_with_time_limit(reward_fn, spec, time_limit_s)
+  end = time.time()
+  tune.report({"reward": reward, "proposal": proposal, "start_time": start, "end_time": end,
+               "wall_time_s": end - start, "replayed": False})
+
+
+# ---- the searcher (runs in the driver process) ----------------------------------
 
 def _proposal_to_dict(p: Proposal) -> dict[str, Any]:
   return {"index": p.index, "cells": p.spec.to_records(), "min_level": p.spec.min_level,
@@ -152,10 +229,9 @@ class ControllerSearcher(Searcher):
     self._driver = None
 
   def save(self, checkpoint_path: str) -> None:
-    tmp = f"{checkpoint_path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-      pickle.dump(self.get_state(), f)
-    os.replace(tmp, checkpoint_path)
+    from nasfpn_tf import file_io  # local: file_io imports TensorFlow, which workers must not
+
+    file_io.write_bytes(checkpoint_path, pickle.dumps(self.get_state()))
 
   def restore(self, checkpoint_path: str) -> None:
     with open(checkpoint_path, "rb") as f:
@@ -235,8 +311,10 @@ def build_tuner(config: SearchConfig, reward_fn: Callable[[ArchitectureSpec], fl
                                    time_limit_s=config.trial_time_limit_s,
                                    journal_path=os.path.join(directory, JOURNAL_FILE))
   trainable = tune.with_resources(trainable, {"cpu": config.trial_cpus, "gpu": config.trial_gpus})
+  from nasfpn_tf import file_io
+
   storage = os.path.join(directory, "ray")
-  os.makedirs(storage, exist_ok=True)
+  file_io.makedirs(storage)
   return tune.Tuner(
       trainable,
       tune_config=tune.TuneConfig(

@@ -1,12 +1,13 @@
-"""`run_search`: one entry point for both engines.
+"""`run_search`, the entry point of a search for both engines, and the inline engine.
 
-  engine="inline"  trials run in this process, one after another (cheap rewards,
-                   debugging, a single accelerator).
-  engine="ray"     trials run as Ray Tune function trainables, `max_concurrent` at
-                   a time, with per-trial resources, a time limit and retries.
+  engine="inline"  `run_inline` here: trials run in this process, one after another
+                   (cheap rewards, debugging, a single accelerator).
+  engine="ray"     `ray_engine.run_ray_search`: trials run as Ray Tune function
+                   trainables, `max_concurrent` at a time, with per-trial resources,
+                   a time limit and retries.
 
-Both engines share `SearchDriver`, so a search directory started with one can
-be continued with the other.
+Both engines share `SearchDriver` (search_directory.py), so a search directory
+started with one can be continued with the other.
 
 Example:
   from nasfpn_tf.search import run_search, SearchSpace, SimilarityReward
@@ -25,7 +26,7 @@ from typing import Any, Callable, Mapping, Optional
 from nasfpn_tf.architecture_spec import ArchitectureSpec
 from nasfpn_tf.configs.experiment import ConfigError
 from nasfpn_tf.configs.search_config import ControllerConfig, PPOConfig, SearchConfig
-from nasfpn_tf.search.driver import SearchDriver
+from nasfpn_tf.search.search_directory import SearchDriver
 from nasfpn_tf.search.journal import TrialRecord
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def run_search(reward_fn: RewardFn, max_trials: int, directory: str, algorithm: 
 def run_search_with_config(config: SearchConfig, reward_fn: RewardFn) -> list[TrialRecord]:
   """`run_search` for a ready `SearchConfig` (e.g. `ExperimentConfig.search`)."""
   if config.engine == "ray":
-    from nasfpn_tf.search.searcher import run_ray_search   # keeps ray an optional import
+    from nasfpn_tf.search.ray_engine import run_ray_search   # keeps ray an optional import
     return run_ray_search(config, reward_fn)
   return run_inline(config, reward_fn)
 

@@ -11,6 +11,10 @@ again with the same directory continues where the files say:
 * the journal lines after those are finished trials awaiting the next update;
 * proposals that were in flight are simply proposed again.
 
+The directory is on a local (or mounted) disk: the journal's appends are fsynced,
+which `tf.io.gfile` cannot do (journal.py). Every other file is written through
+`nasfpn_tf.file_io` (a temporary name, then a rename).
+
 Directory layout:
   search.json            the settings that must not change between restarts
   trials.jsonl           the journal (one finished trial per line)
@@ -40,7 +44,7 @@ from nasfpn_tf.configs.search_config import SearchConfig
 from nasfpn_tf.search import reporting
 from nasfpn_tf.search.agents import Proposal, make_agent
 from nasfpn_tf.search.checkpoint import CheckpointStore
-from nasfpn_tf.search.journal import STATUS_FAILED, STATUS_OK, Journal, TrialRecord
+from nasfpn_tf.search.journal import STATUS_FAILED, STATUS_OK, Journal, TrialRecord, append_line
 from nasfpn_tf.search.search_space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -79,11 +83,13 @@ class SearchDriver:
   """
 
   def __init__(self, config: SearchConfig):
+    from nasfpn_tf import file_io  # local: file_io imports TensorFlow (Ray workers import this)
+
     if not config.directory:
       raise ConfigError("directory", "a search needs a directory for its journal and checkpoints")
     self.config = config
     self.directory = os.path.abspath(os.path.expanduser(config.directory))
-    os.makedirs(self.directory, exist_ok=True)
+    file_io.makedirs(self.directory)
     self._check_settings()
     self.space = SearchSpace(config.num_cells, config.min_level, config.max_level)
     self.agent = make_agent(config.algorithm, self.space, config.controller, config.ppo,
@@ -108,20 +114,18 @@ class SearchDriver:
   # ---- start / resume -------------------------------------------------------
 
   def _check_settings(self) -> None:
+    from nasfpn_tf import file_io
+
     path = os.path.join(self.directory, SETTINGS_FILE)
     wanted = _fixed_settings(self.config)
-    if os.path.exists(path):
-      with open(path) as f:
-        stored = json.load(f)
+    if file_io.exists(path):
+      stored = json.loads(file_io.read_text(path))
       for key, value in wanted.items():
         if stored.get(key) != value:
           raise ConfigError(key, f"{self.directory} holds a search with {key}={stored.get(key)!r}, "
                             f"this run asks for {value!r}; use another directory")
       return
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-      json.dump(wanted, f, indent=1)
-    os.replace(tmp, path)
+    file_io.write_json(path, wanted, indent=1)
 
   def _resume(self) -> None:
     meta = self.store.restore(self.agent) or {}
@@ -148,11 +152,8 @@ class SearchDriver:
       self.update()   # killed between the batch's last journal line and its update
 
   def _log_event(self, event: str, **fields: Any) -> None:
-    with open(os.path.join(self.directory, EVENTS_FILE), "a") as f:
-      entry = {"event": event, "time": time.time(), "pid": os.getpid(), **fields}
-      f.write(json.dumps(entry) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
+    entry = {"event": event, "time": time.time(), "pid": os.getpid(), **fields}
+    append_line(os.path.join(self.directory, EVENTS_FILE), json.dumps(entry))
 
   # ---- proposals ------------------------------------------------------------
 
