@@ -33,6 +33,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from nasfpn_tf import allocator  # noqa: E402  (standard library only)
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(_HERE, "configs", "shapes_nasfpn.yaml")
 
@@ -67,6 +69,8 @@ flags.DEFINE_bool("verbose", False, "On an error, show the full traceback instea
 # Modes that train into MODEL_DIR and therefore hold its lock (nasfpn_tf/run_lock.py). Not
 # eval: it only reads the checkpoint and replaces eval_results.json, so it may run beside a
 # training run.
+# Modes that only run a trained model: oneDNN on the system allocator (nasfpn_tf/allocator.py).
+INFERENCE_MODES = ("eval", "export", "draw", "describe")
 LOCKED_MODES = ("train", "train_and_eval", "search", "validate_proxy")
 # Errors that are about the user's input (a key, a file, a record, a folder): reported in one
 # line, exit code 2, no traceback unless --verbose. Listed by module so that a mode never
@@ -265,6 +269,8 @@ def error_line(error: BaseException) -> str:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.mode in INFERENCE_MODES:
+    allocator.use_system_allocator()  # before TensorFlow's first op (see allocator.py)
   try:
     _run()
   except (OSError, *[getattr(sys.modules[m], name) for m, name in USER_ERRORS.items()

@@ -261,9 +261,11 @@ class RemoteRunner:
 
 
 def reference_runner(python: str) -> RemoteRunner:
-  """Model Garden in the reference venv (no path of ours: it must not see Keras 3)."""
+  """Model Garden in the reference venv (no path of ours: it must not see Keras 3), with
+  TensorFlow's default allocator whatever ours uses."""
+  env = {"PYTHONPATH": "", "TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "0"}  # TensorFlow's default
   return RemoteRunner([python, os.path.join(HERE, "modelgarden_worker.py")],
-                      env={"PYTHONPATH": ""}, label="Model Garden worker")
+                      env=env, label="Model Garden worker")
 
 
 def alternative_runner(overrides: Sequence[str]) -> RemoteRunner:
@@ -504,6 +506,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       f"default '{DEFAULT_ALT_OVERRIDE}'; 'none' leaves it out")
   p.add_argument("--reference_python",
                  default=os.path.join(HERE, ".venv-modelgarden", "bin", "python"))
+  p.add_argument("--allocator", choices=["system", "tensorflow"], default="system",
+                 help="oneDNN's allocator on our sides: the system's, as our inference "
+                      "modes use (nasfpn_tf/allocator.py), or TensorFlow's pool, as training "
+                      "keeps (faster train step, more memory)")
   p.add_argument("--serve_ours", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   args.configs = [c for c in args.configs.split(",") if c]
@@ -541,6 +547,11 @@ def make_sides(args: argparse.Namespace) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[dict]:
   args = parse_args(argv)
+  if args.allocator == "system":
+    # Ours only, in this process and the alternative worker (which inherits it): Model
+    # Garden's side keeps TensorFlow's default; nasfpn_tf/allocator.py says why.
+    from nasfpn_tf import allocator  # pylint: disable=import-outside-toplevel
+    allocator.use_system_allocator()
   if args.serve_ours:
     worker.serve(OursRunner(args.params_override))
     return None

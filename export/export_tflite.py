@@ -20,6 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from nasfpn_tf import allocator  # noqa: E402
+
+allocator.use_system_allocator()  # inference only: see nasfpn_tf/allocator.py
+
 from nasfpn_tf.configs.experiment import ConfigError  # noqa: E402
 from nasfpn_tf.serving import export_lib  # noqa: E402
 

@@ -30,6 +30,10 @@ from absl import app, flags, logging  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from nasfpn_tf import allocator  # noqa: E402
+
+allocator.use_system_allocator()  # inference only: see nasfpn_tf/allocator.py
+
 from nasfpn_tf.data import preprocess  # noqa: E402
 from nasfpn_tf.data.input_pipeline import coco_paths, raw_dataset  # noqa: E402
 from nasfpn_tf.evaluation import coco_evaluator  # noqa: E402
