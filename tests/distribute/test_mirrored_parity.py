@@ -11,7 +11,9 @@ from tests.distribute import _helpers as h
 SCHEDULE = ("trainer.train_steps=2,trainer.validation_interval=1,trainer.backup_interval=100,"
             "trainer.learning_rate.type=constant,trainer.learning_rate.warmup_steps=0,"
             "trainer.learning_rate.base_lr=0.04,trainer.learning_rate.base_batch_size=4,"
-            "task.train_data.deterministic=true")
+            "task.train_data.deterministic=true,"
+            # The bound below is float32 round-off; `auto` is bfloat16 on AMX CPUs.
+            "runtime.mixed_precision_dtype=float32")
 
 
 @pytest.mark.slow

@@ -34,7 +34,10 @@ def tiny_overrides(data_dir, steps=6, trials=8, rescore=0):
       "trainer.backup_interval=2", "trainer.learning_rate.warmup_steps=1",
       f"search.max_trials={trials}", "search.batch_size=4", "search.ray_num_cpus=2",
       f"search.oneshot.supernet_steps={steps}", "search.oneshot.calibration_batches=2",
-      f"search.oneshot.rescore_top_k={rescore}"]
+      f"search.oneshot.rescore_top_k={rescore}",
+      # The checks below compare float32 arithmetic (recalibrated statistics, inherited
+      # weights); `auto` would train in bfloat16 on AMX CPUs (tests/test_precision.py).
+      "runtime.mixed_precision_dtype=float32"]
   for split, n in (("train_data", 32), ("validation_data", 16)):
     parts += [f"task.{split}.embedded_dir={data_dir}", f"task.{split}.embedded_num_images={n}",
               f"task.{split}.embedded_image_size=128", f"task.{split}.global_batch_size=8"]
