@@ -113,6 +113,13 @@ def float32_copy(model: keras.Model) -> keras.Model:
   if model.dtype_policy.name == "float32":
     return model
   serialized = _float32_policies(keras.saving.serialize_keras_object(model))
-  twin = keras.saving.deserialize_keras_object(serialized)
+  # Layers whose config names no policy (the model itself) take the global one, which is
+  # still training's mixed policy when an export follows training in the same process.
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy("float32")
+  try:
+    twin = keras.saving.deserialize_keras_object(serialized)
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
   twin.set_weights(model.get_weights())
   return twin

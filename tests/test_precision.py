@@ -119,11 +119,14 @@ def test_float32_copy_of_a_bfloat16_model_for_export():
     model = build_model(config)
     model(images)
     model.set_weights(reference.get_weights())
+    # As after training: the global policy is still the mixed one when the export copies.
+    twin = precision.float32_copy(model)
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # restored
   finally:
     keras.mixed_precision.set_global_policy("float32")
-  twin = precision.float32_copy(model)
   assert twin is not model and precision.float32_copy(reference) is reference
   assert {l.dtype_policy.name for l in twin._flatten_layers()} == {"float32"}
+  assert twin.compute_dtype == "float32"
   got = twin(images, training=False)
   for key in ("cls_outputs", "box_outputs"):   # the float32 model again, to float32 rounding
     np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-4)

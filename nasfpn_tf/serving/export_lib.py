@@ -390,6 +390,7 @@ def write_tflite(model, path: str, variant: str = "float32",
     raise ValueError(f"unknown TFLite variant '{variant}' (choose from {TFLITE_VARIANTS})")
   if variant == "full_int8" and (calibration is None or not len(calibration)):
     raise ValueError("full_int8 needs calibration images")
+  model = precision.float32_copy(model)  # exports compute in float32 (see precision.py)
   with tempfile.TemporaryDirectory() as staging:  # local: the converter reads it back
     saved_model = _staged_saved_model(model, staging, variant, {})
     data = convert_tflite(saved_model, variant, calibration)
