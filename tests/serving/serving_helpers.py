@@ -32,6 +32,9 @@ def small_config(data_dir: str, train_steps: int = 400):
       f"trainer.checkpoint_interval={train_steps},trainer.optimizer.type=adam,"
       "trainer.learning_rate.type=cosine,trainer.learning_rate.base_lr=0.01,"
       "trainer.learning_rate.warmup_steps=50",
+      # Parity bounds below compare float32 with float32: exports always compute in float32,
+      # and `auto` would train (and save) the Keras model in bfloat16 on AMX CPUs.
+      "runtime.mixed_precision_dtype=float32",
   ]
   return load_config(params_override=overrides)
 
