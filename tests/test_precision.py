@@ -83,18 +83,27 @@ SMALL = ("task.model.num_classes=6,task.model.input_size=[128,128],task.model.ba
          "task.model.decoder.num_repeats=2")
 
 
+def _float32_and_bfloat16_models(images):
+  """A float32 model, its outputs on `images`, and a mixed_bfloat16 model with its weights.
+
+  Leaves the global policy at mixed_bfloat16, as training does (the caller restores it).
+  """
+  config = load_config(params_override=SMALL).task.model
+  keras.mixed_precision.set_global_policy("float32")
+  reference = build_model(config)
+  want = reference(images, training=False)
+  keras.mixed_precision.set_global_policy("mixed_bfloat16")
+  model = build_model(config)
+  model.set_weights(reference.get_weights())
+  return reference, want, model
+
+
 def test_bfloat16_model_outputs_float32_close_to_the_float32_model():
   """Same weights, two policies: outputs stay float32 and within bfloat16's rounding of the
   float32 model's (8 mantissa bits: ~0.4% relative per op, a few % after ~60 layers)."""
-  config = load_config(params_override=SMALL).task.model
   images = np.random.default_rng(0).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32)
   try:
-    keras.mixed_precision.set_global_policy("float32")
-    reference = build_model(config)
-    want = reference(images, training=False)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = build_model(config)
-    model.set_weights(reference.get_weights())
+    _, want, model = _float32_and_bfloat16_models(images)
     got = model(images, training=False)
     assert all(v.dtype == "float32" for v in model.trainable_variables)
   finally:
@@ -109,16 +118,9 @@ def test_bfloat16_model_outputs_float32_close_to_the_float32_model():
 
 
 def test_float32_copy_of_a_bfloat16_model_for_export():
-  config = load_config(params_override=SMALL).task.model
   images = np.random.default_rng(1).uniform(0, 255, (1, 128, 128, 3)).astype(np.float32)
   try:
-    keras.mixed_precision.set_global_policy("float32")
-    reference = build_model(config)
-    want = reference(images, training=False)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = build_model(config)
-    model(images)
-    model.set_weights(reference.get_weights())
+    reference, want, model = _float32_and_bfloat16_models(images)
     # As after training: the global policy is still the mixed one when the export copies.
     twin = precision.float32_copy(model)
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # restored
