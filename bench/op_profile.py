@@ -13,6 +13,12 @@ and so how far any change outside the convolutions can bring the train-step rati
 Run (about 4 minutes on 2 CPUs):
   python bench/op_profile.py [--size 384] [--batch 4] [--top 15]
 The last line is one JSON object with the op times of both sides.
+
+`--compare_optimizers` profiles only our side, the same model trained with
+`optimization.FusedSGD` (one ResourceApplyKerasMomentum kernel per variable, the default)
+and with Keras' own SGD (`trainer.optimizer.fused=false`), `--repeats` profiled steps
+each, and prints the median op time and step wall time of both and the op types whose
+time differs most (about 4 minutes).
 """
 
 from __future__ import annotations
@@ -65,10 +71,15 @@ def op_seconds_by_type(logdir: str) -> dict:
 
 def profile_step(runner, size: int, batch: int, warmup: int) -> dict:
   """Builds `runner`'s NAS-FPN model, warms its train step up and profiles one more."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
   runner.build("nasfpn", size)
   runner.prepare("train", batch, size, warmup)
+  return profile_once(runner)
+
+
+def profile_once(runner) -> dict:
+  """Profiles one call of `runner`'s prepared step: wall time and op seconds by type."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   with tempfile.TemporaryDirectory() as logdir:
     tf.profiler.experimental.start(logdir)
     start = time.perf_counter()
@@ -109,12 +120,48 @@ def print_table(ours: dict, reference: dict, top: int) -> None:
         f"every other op free, the train-step ratio could not go below ~{s_ref['conv_share']:.2f}.")
 
 
+def compare_optimizers(args: argparse.Namespace) -> dict:
+  """Median op time and wall time of our train step with FusedSGD and with Keras' SGD."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  import compare_modelgarden  # pylint: disable=import-outside-toplevel
+
+  out = {}
+  for name, fused in (("fused_sgd", "true"), ("keras_sgd", "false")):
+    runner = compare_modelgarden.OursRunner(
+        [compare_modelgarden.DEFAULT_OVERRIDE, f"trainer.optimizer.fused={fused}"])
+    runs = [profile_step(runner, args.size, args.batch, args.warmup)]
+    runs += [profile_once(runner) for _ in range(args.repeats - 1)]
+    runner.release()
+    types = set().union(*(r["ops"] for r in runs))
+    out[name] = {"wall_s": float(np.median([r["wall_s"] for r in runs])),
+                 "op_s": float(np.median([sum(r["ops"].values()) for r in runs])),
+                 "ops": {t: float(np.median([r["ops"].get(t, 0.0) for r in runs]))
+                         for t in types},
+                 "loadavg": os.getloadavg()[0]}
+  fused, plain = out["fused_sgd"], out["keras_sgd"]
+  types = sorted(set(fused["ops"]) | set(plain["ops"]),
+                 key=lambda t: -abs(plain["ops"].get(t, 0.0) - fused["ops"].get(t, 0.0)))
+  print(f"Our train step, batch {args.batch}, {args.size}x{args.size}, float32, median of "
+        f"{args.repeats} profiled steps (load {fused['loadavg']:.2f} / {plain['loadavg']:.2f})\n")
+  print("| op type | FusedSGD [s] | Keras SGD [s] |\n|---|---|---|")
+  for t in types[:args.top]:
+    print(f"| {t} | {fused['ops'].get(t, 0.0):.3f} | {plain['ops'].get(t, 0.0):.3f} |")
+  print(f"| **all ops** | {fused['op_s']:.3f} | {plain['op_s']:.3f} |")
+  print(f"| step wall time | {fused['wall_s']:.3f} | {plain['wall_s']:.3f} |")
+  return out
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--size", type=int, default=384)
   p.add_argument("--batch", type=int, default=4)
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--top", type=int, default=15, help="op types to list")
+  p.add_argument("--compare_optimizers", action="store_true",
+                 help="our side only: FusedSGD against Keras' SGD")
+  p.add_argument("--repeats", type=int, default=3,
+                 help="profiled steps per optimizer with --compare_optimizers")
   p.add_argument("--side", choices=("both", "reference"), default="both",
                  help=argparse.SUPPRESS)
   p.add_argument("--reference_python",
@@ -127,6 +174,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   if args.side == "reference":
     print(json.dumps(profile_step(worker.ModelGardenRunner(), args.size, args.batch,
                                   args.warmup)))
+    return
+  if args.compare_optimizers:
+    out = compare_optimizers(args)
+    print(json.dumps({k: {f: v[f] for f in ("wall_s", "op_s", "loadavg")}
+                      for k, v in out.items()}))
     return
   import compare_modelgarden  # pylint: disable=import-outside-toplevel
 

@@ -100,7 +100,8 @@ def build_optimizer(config: TrainerConfig, global_batch_size: int,
   opt = config.optimizer
   common = {"learning_rate": schedule, "clipnorm": opt.clipnorm}
   if opt.type == "sgd":
-    return FusedSGD(momentum=opt.momentum, **common)
+    sgd = FusedSGD if opt.fused else keras.optimizers.SGD
+    return sgd(momentum=opt.momentum, **common)
   if opt.type == "adam":
     return keras.optimizers.Adam(**common)
   optimizer = keras.optimizers.AdamW(weight_decay=weight_decay, **common)

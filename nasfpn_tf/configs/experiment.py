@@ -295,6 +295,9 @@ class TaskConfig:
 class OptimizerConfig:
   type: str = "sgd"
   momentum: float = 0.9
+  # SGD's momentum update as one TensorFlow kernel per variable (optimization.FusedSGD);
+  # false: Keras' own SGD (same arithmetic; bench/op_profile.py --compare_optimizers).
+  fused: bool = True
   clipnorm: Optional[float] = None
 
   def __post_init__(self):

@@ -74,3 +74,15 @@ def test_the_update_is_one_kernel_and_the_config_round_trips():
   assert "ResourceApplyKerasMomentum" in ops
   again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
   assert type(again) is FusedSGD and again.momentum == pytest.approx(0.9)
+
+
+def test_the_trainer_config_picks_fused_or_keras_sgd():
+  from nasfpn_tf.configs.experiment import TrainerConfig
+  from nasfpn_tf.optimization import build_optimizer
+
+  config = TrainerConfig()
+  assert type(build_optimizer(config, 16)) is FusedSGD
+  config.optimizer.fused = False
+  assert type(build_optimizer(config, 16)) is keras.optimizers.SGD
+  config.optimizer.type = "adam"   # `fused` only concerns SGD
+  assert type(build_optimizer(config, 16)) is keras.optimizers.Adam
