@@ -161,7 +161,8 @@ REWARDS = ("oneshot", "proxy", "full")
 @dataclasses.dataclass
 class ProxyValidationConfig:
   """`run.py --mode=validate_proxy` (see `nasfpn_tf.search.proxy_validation`)."""
-  # Shipped names or compact strings, scored besides `num_sampled` uniform samples.
+  # Shipped names, compact strings or {label: spec} items, scored besides `num_sampled`
+  # uniform samples.
   architectures: list = field(default_factory=lambda: ["fpn", "nasfpn", "panet"])
   num_sampled: int = 7
   sample_seed: int = 1
@@ -174,7 +175,9 @@ class ProxyValidationConfig:
   report: str = ""
 
   def __post_init__(self):
-    _check(isinstance(self.architectures, list), "architectures", "expected a list")
+    _check(isinstance(self.architectures, list) and all(
+        isinstance(a, str) or (isinstance(a, dict) and len(a) == 1) for a in self.architectures),
+        "architectures", "expected a list of names, spec strings or {label: spec} items")
     _check(self.num_sampled >= 0, "num_sampled", f"must be >= 0, got {self.num_sampled}")
     _check(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")
     _check(isinstance(self.rewards, list) and all(r in REWARDS for r in self.rewards),

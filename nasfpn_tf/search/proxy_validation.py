@@ -37,11 +37,19 @@ WEAK_TAU = 0.3
 
 
 def validation_architectures(config: ExperimentConfig) -> dict[str, ArchitectureSpec]:
-  """The named architectures plus `num_sampled` uniform samples, by display name."""
+  """The named architectures plus `num_sampled` uniform samples, by display name.
+
+  Each entry of `search.validation.architectures` is a shipped name, a compact spec string,
+  or a one-item mapping {label: spec}.
+  """
   from nasfpn_tf.search.search_space import SearchSpace
 
   s, v = config.search, config.search.validation
-  archs = {name: parse_spec(name, s.min_level, s.max_level) for name in v.architectures}
+  archs = {}
+  for entry in v.architectures:
+    # A shipped name or compact string names itself; {label: spec} gives a long spec a label.
+    (label, spec), = entry.items() if isinstance(entry, dict) else ((entry, entry),)
+    archs[label] = parse_spec(spec, s.min_level, s.max_level)
   space = SearchSpace(s.num_cells, s.min_level, s.max_level)
   for i in range(v.num_sampled):
     spec = space.actions_to_spec(space.sample_uniform(np.random.default_rng([v.sample_seed, i])))
