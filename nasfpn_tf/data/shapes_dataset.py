@@ -7,10 +7,12 @@ generated offline and deterministically from a seed, and is written as an ordina
 annotation json plus an image folder, so it goes through the same reader as COCO itself.
 
 Layout under `root`, with tag = "{split}_seed{seed}_{image_size}px":
-  annotations/instances_{tag}.json
+  annotations/instances_{tag}_{num_images}.json
   {tag}/000001.jpg, {tag}/000002.jpg, ...
 Image k depends only on (split, seed, image_size, k), so sets that differ in those never share
-a folder, and sets that differ only in num_images share identical images.
+a folder, and sets that differ only in num_images share identical images. Each size has its
+own json, so runs of different sizes (a search's 1,000 images beside the default's 1,500) never
+rewrite the json another run is reading.
 
 Images are JPEG at quality 95 without chroma subsampling: the per-pixel noise makes PNG
 files 4x larger and 30x slower to write, for no visible gain. There are no masks, so each
@@ -269,12 +271,15 @@ def _jpeg_bytes(pixels: np.ndarray) -> bytes:
   return buffer.getvalue()
 
 
-def _paths(root: str, split: str, image_size: int, seed: int) -> tuple[str, str]:
-  # Everything that changes image content is in the name: regenerating one variant can never
-  # overwrite the images another variant's json points at.
+def _paths(root: str, split: str, image_size: int, seed: int,
+           num_images: int) -> tuple[str, str]:
+  # Everything that changes image content is in the folder's name: regenerating one variant
+  # can never overwrite the images another variant's json points at; the json also names
+  # the count, so two sizes of one variant do not take turns rewriting it.
   root = os.path.expanduser(root)
   tag = f"{split}_seed{int(seed)}_{int(image_size)}px"
-  return (os.path.join(root, "annotations", f"instances_{tag}.json"), os.path.join(root, tag))
+  return (os.path.join(root, "annotations", f"instances_{tag}_{int(num_images)}.json"),
+          os.path.join(root, tag))
 
 
 def _generation_params(split: str, num_images: int, image_size: int, seed: int) -> dict:
@@ -303,7 +308,7 @@ def generate_shapes_dataset(root: str, split: str, num_images: int, image_size: 
   """
   if num_images < 1 or image_size < 32:
     raise ValueError(f"need num_images >= 1 and image_size >= 32, got {num_images}, {image_size}")
-  annotation_file, image_dir = _paths(root, split, image_size, seed)
+  annotation_file, image_dir = _paths(root, split, image_size, seed, num_images)
   file_io.makedirs(os.path.dirname(annotation_file))
   file_io.makedirs(image_dir)
   images, annotations = [], []
@@ -368,7 +373,7 @@ def ensure_shapes_dataset(root: str, split: str, num_images: int, image_size: in
   Returns:
     (annotation_file, image_dir).
   """
-  annotation_file, image_dir = _paths(root, split, image_size, seed)
+  annotation_file, image_dir = _paths(root, split, image_size, seed, num_images)
   params = _generation_params(split, num_images, image_size, seed)
   if _is_complete(annotation_file, image_dir, params):
     return annotation_file, image_dir

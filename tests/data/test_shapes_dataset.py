@@ -127,9 +127,13 @@ def test_ensure_generates_only_when_missing_or_different(tmp_path):
   assert shapes_dataset.ensure_shapes_dataset(root, "val", 3, seed=1) == (annotation_file,
                                                                           image_dir)
   assert os.stat(annotation_file).st_mtime_ns == stamp  # reused, not rewritten
-  shapes_dataset.ensure_shapes_dataset(root, "val", 5, seed=1)
+  five_file, five_dir = shapes_dataset.ensure_shapes_dataset(root, "val", 5, seed=1)
+  assert five_dir == image_dir and five_file != annotation_file  # shared images, own json
+  with open(five_file) as f:
+    assert len(json.load(f)["images"]) == 5
   with open(annotation_file) as f:
-    assert len(json.load(f)["images"]) == 5  # other parameters: regenerated
+    assert len(json.load(f)["images"]) == 3  # the 3-image set's json is left as it was
+  assert os.stat(annotation_file).st_mtime_ns == stamp
   os.remove(os.path.join(image_dir, "000002.jpg"))
   shapes_dataset.ensure_shapes_dataset(root, "val", 5, seed=1)
   assert os.path.exists(os.path.join(image_dir, "000002.jpg"))  # incomplete: regenerated
