@@ -19,6 +19,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from nasfpn_tf import precision
 from nasfpn_tf.serving import export_lib
 from nasfpn_tf.serving.detection_module import tflite_functions
 
@@ -26,6 +27,9 @@ from nasfpn_tf.serving.detection_module import tflite_functions
 def layer_errors(model_dir: str, num_images: int) -> list[dict]:
   model, beside = export_lib.load_trained_model(model_dir)
   config = export_lib.resolve_config(model, None, beside)
+  # As every export: a model trained in bfloat16 is converted from its float32 twin (the
+  # converter has no builtin bfloat16 convolution).
+  model = precision.float32_copy(model)
   pixels = export_lib.to_pixels(export_lib.representative_images(config, num_images))
 
   def samples():  # one signature: plain input lists, as the debugger wants them
