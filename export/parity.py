@@ -11,7 +11,9 @@ On `num_images` validation images (task.validation_data of the model's config):
 * file size and single-image CPU latency (median of `repeats` calls after warm-up).
 
 Missing exports are created first (MODEL_DIR/export unless --export_dir); a TFLite variant
-that cannot be produced gets a row with the reason. Prints a table and writes parity.json
+that cannot be produced gets a row with the reason. A quantized variant whose AP falls more
+than QUANTIZED_AP_BOUND below the float32 file's gets a WARNING line (printed, and listed
+under "warnings" in the JSON). Progress goes to stderr. Prints a table and writes parity.json
 (default MODEL_DIR/parity.json).
 """
 
@@ -41,6 +43,10 @@ from nasfpn_tf.serving import export_lib  # noqa: E402
 from nasfpn_tf.serving.detection_module import DETECTION_KEYS, padded_generator  # noqa: E402
 
 FLAGS = flags.FLAGS
+# AP (0..1) a quantized TFLite file may lose against the float32 file before the report warns
+# (the bound nasfpn_tf issue 13 sets for int8 on the embedded set).
+QUANTIZED_AP_BOUND = 0.01
+QUANTIZED_VARIANTS = ("float16", "dynamic_int8", "full_int8")
 flags.DEFINE_string("model_dir", None, "Training run (model.keras + config.yaml).")
 flags.DEFINE_integer("num_images", 50, "Validation images to compare on.")
 flags.DEFINE_string("export_dir", "", "Exports to use/create (default MODEL_DIR/export).")
@@ -169,13 +175,34 @@ def _tflite_row(variant: str, path: str, ev: Evaluation, sm_raws: list, repeats:
           "latency_ms": _median_ms(lambda: detector.detect(ev.images[0]), repeats)}
 
 
+def _progress(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+def ap_warnings(rows: list[dict], bound: float = QUANTIZED_AP_BOUND) -> list[str]:
+  """One line per quantized TFLite variant whose AP is more than `bound` below float32's."""
+  aps = {r["format"]: r["metrics"]["AP"] for r in rows if "metrics" in r}
+  reference = aps.get("tflite float32")
+  if reference is None:
+    return []
+  out = []
+  for variant in QUANTIZED_VARIANTS:
+    ap = aps.get(f"tflite {variant}")
+    if ap is not None and reference - ap > bound:
+      out.append(f"WARNING: tflite {variant} loses {reference - ap:.4f} AP against tflite "
+                 f"float32 ({ap:.4f} vs {reference:.4f}), more than the {bound} bound")
+  return out
+
+
 def ensure_exports(model, config, export_dir: str, variants: list[str]) -> dict[str, str]:
   """Creates the SavedModel and missing TFLite files; returns variant -> failure reason."""
   if not os.path.exists(os.path.join(export_dir, export_lib.SAVED_MODEL_DIR)):
+    _progress(f"exporting the SavedModel to {export_dir}")
     export_lib.export_saved_model(model, export_dir, config)
   missing = [v for v in variants if not os.path.exists(export_lib.tflite_path(export_dir, v))]
   if not missing:
     return {}
+  _progress(f"exporting TFLite {', '.join(missing)} to {export_dir}")
   try:
     export_lib.export_tflite(model, export_dir, missing, config)
   except export_lib.ExportError as e:
@@ -217,7 +244,9 @@ def run_parity(model_dir: str, num_images: int, export_dir: str = "",
   failures = ensure_exports(model, config, export_dir, variants)
   examples, gt = load_examples(config, num_images)
   ev = Evaluation(examples, gt, list(model.input_size))
+  _progress(f"keras on {len(examples)} images")
   rows, keras_raws = _keras_rows(model, ev, repeats, model_dir)
+  _progress("saved_model")
   sm_row, sm_raws = _saved_model_row(os.path.join(export_dir, export_lib.SAVED_MODEL_DIR), ev,
                                      keras_raws, repeats)
   rows.append(sm_row)
@@ -226,12 +255,13 @@ def run_parity(model_dir: str, num_images: int, export_dir: str = "",
     if variant in failures:
       rows.append({"format": f"tflite {variant}", "error": failures[variant]})
       continue
+    _progress(f"tflite {variant}")
     rows.append(_tflite_row(variant, export_lib.tflite_path(export_dir, variant), ev, sm_raws,
                             repeats, threads))
   return {"model_dir": model_dir, "export_dir": export_dir, "num_images": len(examples),
           "repeats": repeats, "tflite_threads": threads, "input_size": list(model.input_size),
           "machine": f"{platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}",
-          "rows": rows}
+          "load_average": list(os.getloadavg()), "rows": rows, "warnings": ap_warnings(rows)}
 
 
 def main(argv) -> None:
@@ -245,8 +275,11 @@ def main(argv) -> None:
   output = FLAGS.output or os.path.join(FLAGS.model_dir, "parity.json")
   coco_evaluator.write_json_atomic(report, output)
   print(f"\n{report['num_images']} validation images, input {report['input_size']}, "
-        f"{report['machine']}, TFLite threads {report['tflite_threads']}")
+        f"{report['machine']}, TFLite threads {report['tflite_threads']}, load average "
+        f"{' '.join(f'{x:.2f}' for x in report['load_average'])} at the end")
   print(format_table(report["rows"]))
+  for line in report["warnings"]:
+    print(line)
   print(f"(written to {output})")
   if any("error" in r for r in report["rows"]):
     sys.exit(1)

@@ -110,9 +110,13 @@ def float32_copy(model: keras.Model) -> keras.Model:
   have no bfloat16 kernels, and the variables are float32 already, so nothing is lost but
   the rounding bfloat16 added in training's forward pass.
   """
-  if model.dtype_policy.name == "float32":
+  # Every layer's policy, not the model's alone: a bfloat16 model loaded from model.keras in a
+  # fresh process has the float32 global policy itself (its config names none) and mixed
+  # layers inside.
+  original = keras.saving.serialize_keras_object(model)
+  serialized = _float32_policies(original)
+  if serialized == original:
     return model
-  serialized = _float32_policies(keras.saving.serialize_keras_object(model))
   # Layers whose config names no policy (the model itself) take the global one, which is
   # still training's mixed policy when an export follows training in the same process.
   previous = keras.mixed_precision.global_policy()

@@ -132,3 +132,22 @@ def test_float32_copy_of_a_bfloat16_model_for_export():
   got = twin(images, training=False)
   for key in ("cls_outputs", "box_outputs"):   # the float32 model again, to float32 rounding
     np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-4)
+
+
+def test_float32_copy_of_a_bfloat16_model_loaded_in_a_fresh_process(tmp_path):
+  """model.keras of a bfloat16 run, loaded under the float32 global policy (export/parity.py
+  in its own process): the model's own policy is float32, its layers' are mixed."""
+  images = np.random.default_rng(2).uniform(0, 255, (1, 128, 128, 3)).astype(np.float32)
+  try:
+    _, want, model = _float32_and_bfloat16_models(images)
+    model.save(str(tmp_path / "model.keras"))
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  loaded = keras.models.load_model(str(tmp_path / "model.keras"), compile=False)
+  assert "mixed_bfloat16" in {l.dtype_policy.name for l in loaded._flatten_layers()}
+  twin = precision.float32_copy(loaded)
+  assert twin is not loaded
+  assert {l.dtype_policy.name for l in twin._flatten_layers()} == {"float32"}
+  got = twin(images, training=False)
+  for key in ("cls_outputs", "box_outputs"):
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-4)

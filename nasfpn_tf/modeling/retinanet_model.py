@@ -102,10 +102,21 @@ class RetinaNetModel(keras.Model):
     return int(self.anchors.shape[0])
 
   def call(self, images, training=None):
+    return self.flatten_outputs(*self.level_outputs(images, training=training))
+
+  def level_outputs(self, images, training=None) -> tuple[dict, dict]:
+    """The head's outputs per level, before `call` flattens them.
+
+    Returns:
+      ({"P3": [B, H3, W3, A * num_classes], ...}, {"P3": [B, H3, W3, A * 4], ...}).
+    """
     x = (ops.cast(images, self.compute_dtype) - ops.array(PIXEL_MEAN, self.compute_dtype)) / \
         ops.array(PIXEL_STD, self.compute_dtype)
     features = self.decoder(self.backbone(x, training=training), training=training)
-    cls, box = self.head(features, training=training)
+    return self.head(features, training=training)
+
+  def flatten_outputs(self, cls: Mapping, box: Mapping) -> dict:
+    """Per-level head outputs -> `call`'s {"cls_outputs": [B, N, C], "box_outputs": [B, N, 4]}."""
     return {"cls_outputs": ops.cast(_flatten_levels(cls, self.levels, self.num_classes), "float32"),
             "box_outputs": ops.cast(_flatten_levels(box, self.levels, 4), "float32")}
 

@@ -31,6 +31,7 @@ from typing import Callable, Optional
 import tensorflow as tf
 
 from nasfpn_tf.data import preprocess
+from nasfpn_tf.modeling.heads.retinanet_head import BOX_REGRESSOR_NAME
 from nasfpn_tf.modeling.layers.detection_generator import DetectionGenerator
 
 DETECTION_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
@@ -212,6 +213,12 @@ class DetectionModule:
 # Name of the TFLite files' detection generator: its tensors are found by this prefix when
 # the post-processing must be kept out of int8 quantization.
 PADDED_GENERATOR_NAME = "detection_generator_padded"
+# Name scope of the TFLite files' flattening of the per-level head outputs, kept out of int8
+# quantization too: a concatenation's int8 inputs share one scale, and one scale cannot fit
+# both P3's box deltas and P7's (see export_lib._full_int8).
+FLAT_OUTPUTS_NAME = "flat_head_outputs"
+# What the full-int8 file keeps in float: post-processing, flattening, and the box predictor.
+FLOAT_NAMES = (PADDED_GENERATOR_NAME, FLAT_OUTPUTS_NAME, BOX_REGRESSOR_NAME)
 
 
 def padded_generator(model) -> DetectionGenerator:
@@ -236,13 +243,20 @@ def tflite_functions(model, input_dtype: tf.DType = tf.float32) -> dict[str, Sig
   anchors = tf.constant(model.anchors, tf.float32)
   spec = [tf.TensorSpec([1, *model.input_size, 3], input_dtype, name="images")]
 
+  def outputs(images):
+    # What `model(images)` returns, with the levels flattened and concatenated under
+    # FLAT_OUTPUTS_NAME, so that the full-int8 file can keep that step in float.
+    cls, box = model.level_outputs(tf.cast(images, tf.float32), training=False)
+    with tf.name_scope(FLAT_OUTPUTS_NAME):
+      return model.flatten_outputs(cls, box)
+
   def detect(images):
-    outputs = model(tf.cast(images, tf.float32), training=False)
-    detections = generator(outputs["cls_outputs"], outputs["box_outputs"], anchors)
+    out = outputs(images)
+    detections = generator(out["cls_outputs"], out["box_outputs"], anchors)
     return {k: detections[k] for k in DETECTION_KEYS}
 
   def raw(images):
-    outputs = model(tf.cast(images, tf.float32), training=False)
-    return {k: outputs[k] for k in RAW_KEYS}
+    out = outputs(images)
+    return {k: out[k] for k in RAW_KEYS}
 
   return {"serving_default": (detect, spec), "raw": (raw, spec)}

@@ -35,8 +35,10 @@ from absl import logging
 from nasfpn_tf import file_io, precision
 from nasfpn_tf.configs.experiment import ExperimentConfig
 from nasfpn_tf.configs.loading import load_config, override, save_yaml, to_dict
-from nasfpn_tf.serving.detection_module import (PADDED_GENERATOR_NAME, TFLITE_SIGNATURES,
+from nasfpn_tf.serving.detection_module import (BOX_REGRESSOR_NAME, FLAT_OUTPUTS_NAME,
+                                                FLOAT_NAMES, TFLITE_SIGNATURES,
                                                 DetectionModule, tflite_functions)
+from nasfpn_tf.serving.stderr_filter import filtered_stderr
 
 MODEL_FILE = "model.keras"
 CHECKPOINT_FILE = "checkpoint.weights.h5"
@@ -285,49 +287,138 @@ def to_pixels(images: np.ndarray) -> np.ndarray:
 
 
 def _calibration_samples(images: np.ndarray, signature_keys: Sequence[str]):
-  """Representative dataset for a multi-signature model: (signature key, inputs) pairs."""
+  """Representative dataset: (signature key, inputs) pairs, or plain input lists when there
+  is one signature (what the quantization debugger takes then)."""
 
-  def samples() -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+  def samples() -> Iterator:
     for image in images:
+      if len(signature_keys) == 1:
+        yield [image[None]]
+        continue
       for key in signature_keys:
         yield key, {"images": image[None]}
   return samples
 
 
-def _postprocessing_tensors(saved_model: str) -> list[str]:
-  """Names of the padded detection generator's tensors in the converted graph."""
-  # One signature only: an interpreter lists the tensors of its first subgraph, and with
-  # two signatures that one is "raw" (they are sorted by name).
-  data = _converter(saved_model, ["serving_default"]).convert()
-  names = [t["name"] for t in make_interpreter(model_content=data).get_tensor_details()]
-  found = [n for n in names if PADDED_GENERATOR_NAME in n]
-  if not found:
-    raise ValueError(f"no '{PADDED_GENERATOR_NAME}' tensors found to keep in float")
-  return found
-
-
-def _full_int8(saved_model: str, pixels: np.ndarray) -> bytes:
-  """Int8 network calibrated on `pixels` (uint8 input); post-processing left in float32.
-
-  Quantizing the post-processing costs a lot of AP: boxes shifted by class id (up to
-  2 * num_classes) get an int8 step of many pixels, and the anchors and decoded boxes lose
-  precision too. Selective quantization (TFLite's quantization debugger, the documented
-  way to leave chosen nodes in float) keeps the detection generator's ops in float. The
-  quantizer still leaves quantize/dequantize pairs on a few of their tensors (scores before
-  the top-k, the output boxes), which is the AP the parity table shows this variant losing.
-  """
-  samples = _calibration_samples(pixels, TFLITE_SIGNATURES)
-  converter = _converter(saved_model)
+def _int8_converter(saved_model: str, pixels: np.ndarray,
+                    signature_keys: Sequence[str]) -> tf.lite.TFLiteConverter:
+  converter = _converter(saved_model, signature_keys)
   converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  converter.representative_dataset = samples
+  converter.representative_dataset = _calibration_samples(pixels, signature_keys)
   # Int8 kernels for the network; builtins stay allowed for the float post-processing.
   converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                          tf.lite.OpsSet.TFLITE_BUILTINS]
+  return converter
+
+
+def _tensors(data: bytes) -> list[tuple[str, bool]]:
+  """(name, is int8 or uint8) of every tensor of every subgraph of a TFLite flatbuffer (an
+  interpreter lists only its first subgraph's)."""
+  from tensorflow.lite.python import schema_py_generated as schema
+  model = schema.Model.GetRootAs(data, 0)
+  integer = (schema.TensorType.INT8, schema.TensorType.UINT8)
+  return [(sub.Tensors(t).Name().decode(), sub.Tensors(t).Type() in integer)
+          for sub in (model.Subgraphs(g) for g in range(model.SubgraphsLength()))
+          for t in range(sub.TensorsLength())]
+
+
+def _float_tensor_names(saved_model: str, pixels: np.ndarray,
+                        signature_keys: Sequence[str]) -> list[str]:
+  """Names, as the quantizer sees them, of the tensors full_int8 keeps in float: those under
+  detection_module.FLOAT_NAMES, in every signature."""
+  # The denylist matches names exactly, and names depend on the conversion (with two
+  # signatures they are made unique across subgraphs): they are read from a calibration-only
+  # conversion set up as the quantizer's (one image: names do not depend on the data).
+  converter = _int8_converter(saved_model, pixels[:1], signature_keys)
+  converter._experimental_calibrate_only = True  # noqa: SLF001 - as the debugger calibrates
+  names = [name for name, _ in _tensors(converter.convert())]
+  found = []
+  for scope in FLOAT_NAMES:
+    in_scope = [n for n in names if scope in n]
+    if not in_scope:
+      raise ValueError(f"no '{scope}' tensors found to keep in float")
+    found += in_scope
+  return sorted(set(found))
+
+
+def quantized_float_tensors(data: bytes, scopes: Sequence[str] = FLOAT_NAMES) -> list[str]:
+  """Tensors of a TFLite flatbuffer that should be float (a name containing one of `scopes`;
+  default: what full_int8 keeps float, detection_module.FLOAT_NAMES) but are int8."""
+  return [name for name, integer in _tensors(data)
+          if integer and any(scope in name for scope in scopes)]
+
+
+def int8_debugger(saved_model: str, pixels: np.ndarray,
+                  signature_keys: Sequence[str] = TFLITE_SIGNATURES
+                  ) -> "tf.lite.experimental.QuantizationDebugger":
+  """TFLite's quantization debugger with FLOAT_NAMES denylisted, for per-layer errors
+  (bench/int8_layer_error.py). Its denylist works with one signature only: `_full_int8`,
+  which writes two, does not quantize through it."""
+  converter = _int8_converter(saved_model, pixels, signature_keys)
   options = tf.lite.experimental.QuantizationDebugOptions(
-      denylisted_nodes=_postprocessing_tensors(saved_model))
-  debugger = tf.lite.experimental.QuantizationDebugger(
-      converter=converter, debug_dataset=samples, debug_options=options)
-  return debugger.get_nondebug_quantized_model()
+      denylisted_nodes=_float_tensor_names(saved_model, pixels, signature_keys))
+  return tf.lite.experimental.QuantizationDebugger(
+      converter=converter, debug_dataset=_calibration_samples(pixels, signature_keys),
+      debug_options=options)
+
+
+# Tensors full_int8 must keep float (the export fails otherwise): the box predictor and the
+# concatenation of the levels' outputs.
+BOX_PATH_NAMES = (BOX_REGRESSOR_NAME, FLAT_OUTPUTS_NAME + "/concat")
+
+
+def _without_float_stats(calibrated: bytes) -> tuple[bytes, list[str]]:
+  """A calibrated flatbuffer with the calibration ranges of FLOAT_NAMES tensors removed, and
+  those tensors' names."""
+  from tensorflow.lite.tools import flatbuffer_utils
+  model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+  names = set()
+  for sub in model.subgraphs:
+    for tensor in sub.tensors:
+      name = tensor.name.decode()
+      if any(scope in name for scope in FLOAT_NAMES):
+        tensor.quantization = None
+        names.add(name)
+  return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), sorted(names)
+
+
+def _full_int8(saved_model: str, pixels: np.ndarray) -> bytes:
+  """Int8 network calibrated on `pixels` (uint8 input); what FLOAT_NAMES names left float32.
+
+  Three parts are kept in float:
+  * the post-processing: boxes shifted by class id (up to 2 * num_classes) would get an int8
+    step of many pixels, and the anchors and decoded boxes would lose precision too;
+  * the flattening of the per-level head outputs: a concatenation's int8 inputs and output
+    share one scale, and no one scale fits both P3's box deltas and P7's;
+  * the box predictor (one 3x3 conv per level, 4 * anchors channels): its five calls share
+    their weights, and the quantizer gives them one output scale too (P3's deltas clipped:
+    RMSE 5-11 int8 steps, bench/int8_layer_error.py). In float it costs a few % of the
+    multiply-adds; its input, the box tower, stays int8.
+  How: the quantization debugger's denylist (the documented way) does nothing in a file of
+  two signatures (every denylisted tensor of both came out int8, decoded boxes in steps of
+  6.7 pixels). So the model is calibrated, those tensors' ranges are removed and they are
+  denylisted, and TFLite's MLIR quantizer (what the debugger calls) quantizes the rest. It
+  still quantizes some of them (logged): the class scores (sigmoid, steps of 1/256), the
+  last slice of the detection boxes (steps of ~1 pixel) and, in the `raw` signature, the
+  per-level reshapes of the head outputs (one shared scale, so raw's max |diff| overstates
+  serving_default's error). What the box path must keep float is checked (BOX_PATH_NAMES).
+  """
+  from tensorflow.lite.python import convert
+  converter = _int8_converter(saved_model, pixels, TFLITE_SIGNATURES)
+  converter.experimental_mlir_quantizer = True
+  converter._experimental_calibrate_only = True  # noqa: SLF001 - as the debugger calibrates
+  calibrated, names = _without_float_stats(converter.convert())
+  data = convert.mlir_quantize(calibrated, disable_per_channel=False, fully_quantize=False,
+                               denylisted_nodes=names)
+  leaked = quantized_float_tensors(data, BOX_PATH_NAMES)
+  if leaked:
+    raise ValueError(f"{len(leaked)} box-path tensors meant to stay float were quantized to "
+                     f"int8 (first: {leaked[0][:120]})")
+  rest = quantized_float_tensors(data)
+  if rest:
+    logging.info("full_int8: %d post-processing tensors are int8 all the same (class scores "
+                 "and logits), e.g. %s", len(rest), rest[0][:80])
+  return data
 
 
 def convert_tflite(saved_model: str, variant: str,
@@ -341,8 +432,10 @@ def convert_tflite(saved_model: str, variant: str,
   """
   if variant not in TFLITE_VARIANTS:
     raise ValueError(f"unknown TFLite variant '{variant}' (choose from {TFLITE_VARIANTS})")
-  with warnings.catch_warnings():
-    # The calibrator itself uses the deprecated tf.lite.Interpreter; its warning is noise.
+  # The converter's C++ code logs a harmless "NodeDef mentions attribute Truncate" error per
+  # conversion (see stderr_filter); the calibrator itself uses the deprecated
+  # tf.lite.Interpreter, whose warning is noise too.
+  with filtered_stderr(), warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
     if variant == "full_int8":
       if calibration is None or not len(calibration):

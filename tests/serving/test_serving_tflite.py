@@ -16,11 +16,9 @@ BUILTIN_OPS = builtin_op_names()
 
 pytestmark = pytest.mark.slow
 
-# AP (0..1) a quantized file may lose against float32 on the embedded validation split.
-# Measured on this fixture (float32 AP ~0.12): float16 ~0.000, dynamic_int8 ~0.001,
-# full_int8 0.01-0.035 (quantize/dequantize pairs the converter leaves in the
-# post-processing, see export_lib._full_int8; a better trained model loses ~0.004).
-AP_BOUND = {"float16": 0.01, "dynamic_int8": 0.02, "full_int8": 0.06}
+# AP (0..1) a quantized file may lose against float32 on the embedded validation split: the
+# bound nasfpn_tf issue 13 sets for int8 (export/parity.py warns past it too).
+AP_BOUND = {"float16": 0.01, "dynamic_int8": 0.01, "full_int8": 0.01}
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +67,20 @@ def test_full_int8_network_is_quantized(detectors, export_dir):
   assert sizes["full_int8"] < sizes["float32"] / 2
   assert sizes["dynamic_int8"] < sizes["float32"] / 2
   assert sizes["float16"] < sizes["float32"] * 0.6
+
+
+def test_quantized_files_keep_the_box_path_float(export_dir):
+  """No int8 tensor where the box path must stay float: dynamic_int8's post-processing (a
+  constant that a gather reads, the anchors, became int8 there), full_int8's box predictor
+  and concatenation of the levels' outputs (the debugger's denylist left them int8)."""
+  # dynamic_int8 keeps its conv weights in int8, the box predictor's included.
+  scopes = {"dynamic_int8": [detection_module.PADDED_GENERATOR_NAME],
+            "full_int8": [detection_module.BOX_REGRESSOR_NAME,
+                          detection_module.FLAT_OUTPUTS_NAME + "/concat"]}
+  for variant, names in scopes.items():
+    with open(export_lib.tflite_path(export_dir, variant), "rb") as f:
+      leaked = export_lib.quantized_float_tensors(f.read(), names)
+    assert not leaked, (variant, leaked[:5])
 
 
 def test_float32_matches_keras(detectors, keras_model, validation):

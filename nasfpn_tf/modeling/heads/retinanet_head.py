@@ -12,6 +12,10 @@ from nasfpn_tf.levels import level_key
 from nasfpn_tf.modeling.layers.batch_norm import FusedBatchNorm
 
 
+# Layer name of the box predictor (the full-int8 TFLite export finds its ops by this name).
+BOX_REGRESSOR_NAME = "box_regressor"
+
+
 @keras.saving.register_keras_serializable(package="nasfpn_tf")
 class RetinaNetHead(keras.layers.Layer):
   """Dense class/box predictions on every pyramid level.
@@ -97,7 +101,8 @@ class RetinaNetHead(keras.layers.Layer):
     bias = -math.log((1 - self.prior_probability) / self.prior_probability)
     self.classifier = self._conv(self.num_classes * self.num_anchors_per_location, "classifier",
                                  1e-5, bias)
-    self.box_regressor = self._conv(4 * self.num_anchors_per_location, "box_regressor", 1e-5)
+    self.box_regressor = self._conv(4 * self.num_anchors_per_location, BOX_REGRESSOR_NAME,
+                                    1e-5)
     shape = (None, None, None, channels)
     for convs, norms, predictor in ((self.class_convs, self.class_norms, self.classifier),
                                     (self.box_convs, self.box_norms, self.box_regressor)):

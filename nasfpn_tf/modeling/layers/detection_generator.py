@@ -68,8 +68,13 @@ class DetectionGenerator(keras.layers.Layer):
       best = tf.reduce_max(logits, axis=-1)
       _, idx = tf.math.top_k(best, k=k, sorted=False)
       logits = tf.gather(logits, idx, batch_dims=1)
-      deltas = tf.gather(deltas, idx, batch_dims=1)
-      boxes_all.append(box_coder.decode(deltas, tf.gather(level_anchors, idx)))
+      # Every anchor is decoded, then the top-k boxes gathered (the same boxes as decoding
+      # the gathered deltas), so the anchors feed elementwise ops only: TFLite's
+      # dynamic-range quantization turns a large constant that a gather reads into int8,
+      # which put the anchors of P3-P5 in steps of 2.2-2.7 pixels (dynamic_int8 lost 0.023
+      # AP on the embedded default, 0.0003 with this).
+      boxes = box_coder.decode(deltas, level_anchors[None])
+      boxes_all.append(tf.gather(boxes, idx, batch_dims=1))
       scores_all.append(tf.sigmoid(logits))
     return tf.concat(boxes_all, 1), tf.concat(scores_all, 1)
 
