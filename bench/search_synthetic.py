@@ -175,6 +175,8 @@ def _optional_float(value: str) -> Optional[float]:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--first_seed", type=int, default=0,
+                      help="runs seeds first_seed .. first_seed + seeds - 1")
   parser.add_argument("--trials", type=int, default=2000, help="trials per no-floor run")
   parser.add_argument("--floor_report", type=float, default=0.89,
                       help="floor of the old report (negative: skip it)")
@@ -215,7 +217,7 @@ def main() -> None:
   rows, floor_rows = [], []
   start = time.time()
   with tempfile.TemporaryDirectory(prefix="nasfpn_search_bench_") as root:
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
       reward = SimilarityReward(space, floor=0.0, seed=seed)
       t0 = time.time()
       ppo = run(reward, "ppo", seed, args.trials, os.path.join(root, f"ppo-{seed}"), **options)
@@ -227,7 +229,7 @@ def main() -> None:
       rows.append((seed, summary(ppo), summary(rnd) if rnd else skipped, t1 - t0, t2 - t1))
       print(f"seed {seed}: ppo {rows[-1][1]} ({t1 - t0:.0f} s), random {rows[-1][2]} "
             f"({t2 - t1:.0f} s)", flush=True)
-      if seed == 0 and args.plot:
+      if seed == args.first_seed and args.plot:
         runs = [("PPO", ppo)]
         if not args.previous_defaults:
           previous = run(reward, "ppo", seed, args.trials, os.path.join(root, "ppo-previous"),
@@ -236,7 +238,7 @@ def main() -> None:
         plot(runs + [("random", rnd)], args.batch_size, args.plot,
              f"no-floor synthetic reward (seed 0); PPO options {ppo_options or 'default'}")
     if args.floor_report >= 0:
-      for seed in range(args.seeds):
+      for seed in range(args.first_seed, args.first_seed + args.seeds):
         reward = SimilarityReward(space, floor=args.floor_report, seed=seed)
         t0 = time.time()
         trials = run(reward, "ppo", seed, args.floor_max_trials,
@@ -276,7 +278,7 @@ def oneshot_like_report(space: SearchSpace, args, options: dict) -> None:
   """Report 3: PPO (and random search) on `OneShotLikeReward`, `args.trials` trials per seed."""
   start = time.time()
   with tempfile.TemporaryDirectory(prefix="nasfpn_search_bench_") as root:
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
       reward = OneShotLikeReward(space, seed=seed)
       algorithms = ("ppo",) if args.skip_random else ("ppo", "random")
       for algorithm in algorithms:
@@ -286,7 +288,7 @@ def oneshot_like_report(space: SearchSpace, args, options: dict) -> None:
                      **(options if algorithm == "ppo" else {}))
         print(f"oneshot_like seed {seed} {algorithm}: {oneshot_like_summary(trials)} "
               f"({time.time() - t0:.0f} s)", flush=True)
-        if seed == 0 and args.plot and algorithm == "ppo":
+        if seed == args.first_seed and args.plot and algorithm == "ppo":
           plot([("PPO", trials)], args.batch_size, args.plot,
                f"one-shot-like reward (seed 0); PPO options {options['ppo'] or 'default'}")
   print(f"'distinct' and 'top_share' count the last {WINDOW} trials; "
