@@ -33,6 +33,9 @@ Run (nice'd: the machine is shared):
   nice -n 10 python bench/search_synthetic.py --previous_defaults   # settings before issue 12
   nice -n 10 python bench/search_synthetic.py --entropy_coef 0.03 --entropy_coef_final none
   nice -n 10 python bench/search_synthetic.py --reward oneshot_like
+  # the settings of configs/search_shapes_oneshot.yaml:
+  nice -n 10 python bench/search_synthetic.py --reward oneshot_like --learning_rate 1e-2 \
+      --entropy_coef_final 0 --entropy_decay_updates 40
 """
 
 from __future__ import annotations
