@@ -131,7 +131,7 @@ def plot_progress(records: Sequence[TrialRecord], path: str, window: Optional[in
   ax2.set_ylabel("unique architectures")
   handles = ax.get_legend_handles_labels()
   handles2 = ax2.get_legend_handles_labels()
-  ax.legend(handles[0] + handles2[0], handles[1] + handles2[1], loc="lower right", fontsize=8)
+  ax.legend(handles[0] + handles2[0], handles[1] + handles2[1], loc="center right", fontsize=8)
   ax.set_title(f"architecture search: {len(records)} trials")
   fig.tight_layout()
   png = io.BytesIO()
