@@ -9,7 +9,9 @@ Stages (each resumable: rerun the same command after a kill):
    Once `model.keras` is there it is loaded, not trained again.
 2. `DIR/search/`: the controller (PPO) runs `search.max_trials` trials, each
    scored by `OneShotReward` (the path's AP on the held-out split with
-   recalibrated batch norm), journaled as in the proxy search.
+   recalibrated batch norm), journaled as in the proxy search. The reward is
+   deterministic, so an architecture sampled again (a converging controller
+   does that most of the time) reuses its score, journaled ones included.
 3. `DIR/search/rescore/`: the `rescore_top_k` best distinct architectures are
    trained as stand-alone children with the proxy budget (`trainer`) under Ray
    Tune's ASHA scheduler; the best child is the winner, written to
@@ -81,6 +83,31 @@ def make_oneshot_reward(config: ExperimentConfig, model: Any):
   return OneShotReward(model, calibration, eval_batches, ground_truth(val, info))
 
 
+def reuse_journaled_rewards(reward: Any, directory: str) -> int:
+  """Puts the scores journaled in the search `directory` into `reward.cache`.
+
+  `OneShotReward` memoises by spec within a process; seeding the memo from the
+  journal extends that across a restart, so an architecture scored before a kill
+  is not scored again when the controller samples it once more.
+
+  Args:
+    reward: a `OneShotReward` (anything with a `cache` dict spec string -> reward).
+    directory: the search directory (its `trials.jsonl`).
+
+  Returns:
+    How many distinct architectures were added.
+  """
+  from nasfpn_tf.search.journal import read_journal
+  from nasfpn_tf.search.search_directory import JOURNAL_FILE
+
+  added = 0
+  for record in read_journal(os.path.join(directory, JOURNAL_FILE)):
+    if record.ok and record.spec_string not in reward.cache:
+      reward.cache[record.spec_string] = float(record.reward)
+      added += 1
+  return added
+
+
 def _write_json(path: str, data: dict) -> None:
   from nasfpn_tf import file_io  # local: file_io imports TensorFlow
   file_io.write_json(path, data, indent=1)
@@ -106,6 +133,7 @@ def run_oneshot_search(config: ExperimentConfig, model_dir: str,
 
   start = time.time()
   reward = make_oneshot_reward(config, model)
+  reused = reuse_journaled_rewards(reward, directory)
   controller = dataclasses.replace(search, directory=directory, engine="inline")
   print(f"[2/3] controller: {search.max_trials} trials scored by the supernet -> {directory}")
   trials = run_search_with_config(controller, reward)
@@ -118,6 +146,8 @@ def run_oneshot_search(config: ExperimentConfig, model_dir: str,
   summary["stages"]["controller"] = {
       "wall_time_s": time.time() - start, "trials": len(trials),
       "unique_architectures": len({t.spec_string for t in trials}),
+      "unique_architectures_last_200": len({t.spec_string for t in trials[-200:]}),
+      "reused_journaled_rewards": reused,
       "top": [{"spec": t.spec_string, "oneshot_reward": t.reward} for t in top],
       "baselines_oneshot_reward": baselines}
 

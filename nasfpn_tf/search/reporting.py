@@ -3,7 +3,9 @@
 All files are written through `nasfpn_tf.file_io` (a temporary name, then a
 rename), so a reader (or a kill) never sees half a file. The plot follows the
 paper's search figure: the reward of every trial, its moving average, and the
-number of unique architectures sampled so far, against the trial number.
+number of unique architectures sampled so far, against the trial number; beside
+the latter, the distinct architectures among the last 200 trials, which falls as
+the controller converges (the cumulative count only flattens).
 """
 
 from __future__ import annotations
@@ -77,6 +79,26 @@ def unique_counts(records: Sequence[TrialRecord]) -> np.ndarray:
   return np.asarray(counts)
 
 
+def distinct_in_window(records: Sequence[TrialRecord], window: int) -> np.ndarray:
+  """Number of distinct architectures among the last `window` trials (fewer at the
+  start), for every trial."""
+  names = [r.spec_string for r in records]
+  counts: dict[str, int] = {}
+  out = []
+  for i, name in enumerate(names):
+    counts[name] = counts.get(name, 0) + 1
+    if i >= window:
+      old = names[i - window]
+      counts[old] -= 1
+      if not counts[old]:
+        del counts[old]
+    out.append(len(counts))
+  return np.asarray(out)
+
+
+DISTINCT_WINDOW = 200
+
+
 def plot_progress(records: Sequence[TrialRecord], path: str, window: Optional[int] = None) -> None:
   """Reward per trial, its moving average and unique architectures, as a PNG."""
   # The object API with the Agg canvas leaves pyplot's global backend alone.
@@ -104,10 +126,12 @@ def plot_progress(records: Sequence[TrialRecord], path: str, window: Optional[in
   ax2 = ax.twinx()
   if len(records):
     ax2.plot(trials, unique_counts(records), color="tab:orange", label="unique architectures")
+    ax2.plot(trials, distinct_in_window(records, DISTINCT_WINDOW), color="tab:green",
+             label=f"distinct in the last {DISTINCT_WINDOW} trials")
   ax2.set_ylabel("unique architectures")
   handles = ax.get_legend_handles_labels()
   handles2 = ax2.get_legend_handles_labels()
-  ax.legend(handles[0] + handles2[0], handles[1] + handles2[1], loc="lower right", fontsize=8)
+  ax.legend(handles[0] + handles2[0], handles[1] + handles2[1], loc="center right", fontsize=8)
   ax.set_title(f"architecture search: {len(records)} trials")
   fig.tight_layout()
   png = io.BytesIO()

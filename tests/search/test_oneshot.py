@@ -156,6 +156,32 @@ def test_scoring_a_path_twice_gives_the_same_ap(trained_supernet):
   assert reward(spec) == first["AP"] and spec.to_string() in reward.cache
 
 
+def test_journaled_and_repeated_architectures_are_not_scored_again(trained_supernet, tmp_path):
+  from nasfpn_tf.search import run_search
+  from nasfpn_tf.search.oneshot import make_oneshot_reward, reuse_journaled_rewards
+  config, model, _ = trained_supernet
+  # A journal of scores this supernet would not give: a reused score is the journal's.
+  stored = iter([0.5, 0.25, 0.125, 0.0625])
+  journaled = run_search(lambda spec: next(stored), 4, str(tmp_path / "search"),
+                         algorithm="random", progress_bar=False, tensorboard=False)
+  reward = make_oneshot_reward(config, model)
+  calls = []
+  evaluate = reward.evaluate
+
+  def counting(spec):
+    calls.append(spec.to_string())
+    return evaluate(spec)
+
+  reward.evaluate = counting
+  assert reuse_journaled_rewards(reward, str(tmp_path / "search")) == 4
+  assert [reward(t.spec) for t in journaled] == [0.5, 0.25, 0.125, 0.0625]
+  assert calls == []
+  spec = parse_spec(SAMPLED)
+  first = reward(spec)
+  assert reward(spec) == first and 0.0 <= first <= 1.0
+  assert calls == [spec.to_string()]
+
+
 def test_recalibration_sets_the_paths_statistics_to_the_batch_mean(trained_supernet):
   from nasfpn_tf.search.oneshot import make_oneshot_reward
   config, model, _ = trained_supernet
