@@ -263,10 +263,17 @@ def test_correlation_warning_flags_a_weak_proxy(tmp_path):
 
 @pytest.mark.slow
 def test_validate_proxy_on_a_tiny_set_writes_tau_rho_and_the_scatter(tmp_path):
-  # The "full" budget here is the tiny proxy itself (4 steps): only the plumbing is tested.
+  # Only the plumbing is tested: the "full" budget is 2 steps and one evaluation, the
+  # supernets train 2 steps, and everything is scored on one batch of 8 held-out images.
+  # 3 architectures x 2 seeds: the fewest with a spread per architecture and a 7-cell-only
+  # reward (fpn has 5 cells) beside one that scores them all.
+  small = (",task.validation_data.embedded_num_images=8,trainer.train_steps=2,"
+           "trainer.validation_interval=2,trainer.checkpoint_interval=2,"
+           "trainer.backup_interval=2")
   full = tmp_path / "full.yaml"
-  full.write_text(f"base: {CONFIG}\n" + yaml.safe_dump(_nested(tiny_overrides(tmp_path / "shapes"))))
-  overrides = tiny_overrides(tmp_path / "shapes", steps=4) + (
+  full.write_text(f"base: {CONFIG}\n" +
+                  yaml.safe_dump(_nested(tiny_overrides(tmp_path / "shapes") + small)))
+  overrides = tiny_overrides(tmp_path / "shapes", steps=2) + small + (
       ",search.validation.architectures=[nasfpn,fpn],search.validation.num_sampled=1,"
       "search.validation.seeds=2,search.validation.rewards=[oneshot,full],"
       f"search.validation.full_config={full}")
