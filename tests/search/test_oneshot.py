@@ -197,7 +197,7 @@ def _run_search(model_dir, overrides):
 
 @pytest.mark.slow
 def test_oneshot_search_survives_kill_9_and_finishes_with_asha_rescoring(tmp_path):
-  overrides = tiny_overrides(tmp_path / "shapes", steps=6, trials=24, rescore=2)
+  overrides = tiny_overrides(tmp_path / "shapes", steps=2, trials=12, rescore=2)
   search_dir = tmp_path / "run" / "search"
   journal = search_dir / "trials.jsonl"
   proc = _run_search(tmp_path / "run", overrides)
@@ -217,8 +217,9 @@ def test_oneshot_search_survives_kill_9_and_finishes_with_asha_rescoring(tmp_pat
   assert proc.returncode == 0, out[-3000:]
   assert supernet_file.stat().st_mtime == mtime   # not trained again
   records = [json.loads(l) for l in journal.read_text().splitlines()]
-  assert len(records) == 24 and before >= 5
-  assert len({r["proposal"] for r in records}) == 24   # none lost, none repeated
+  # Killed inside the controller stage (5 or more of the 12 trials journaled, not all).
+  assert len(records) == 12 and 5 <= before < 12
+  assert len({r["proposal"] for r in records}) == 12   # none lost, none repeated
   summary = json.loads((search_dir / "summary.json").read_text())
   rows = summary["stages"]["rescore"]["rows"]
   assert len(rows) == 2 and all(r["evaluations"] >= 1 for r in rows)
