@@ -321,3 +321,14 @@ def test_validate_proxy_on_a_tiny_set_writes_tau_rho_and_the_scatter(tmp_path):
   corr = report["summary"]["oneshot"]["vs_full"]
   assert corr["n"] == 2 and set(corr) == {"n", "kendall_tau", "spearman_rho"}
   assert (tmp_path / "pv" / "proxy_validation.png").stat().st_size > 10_000
+
+
+def test_auto_precision_trains_the_supernet_in_float32_and_an_explicit_choice_is_kept():
+  from nasfpn_tf.search.oneshot import supernet_config
+  auto = load_config(CONFIG)
+  assert auto.runtime.mixed_precision_dtype == "auto"
+  supernet = supernet_config(auto)
+  assert supernet.runtime.mixed_precision_dtype == "float32"
+  assert supernet.task.model.decoder.type == "nasfpn_supernet"
+  assert supernet_config(load_config(CONFIG, ["runtime.mixed_precision_dtype=bfloat16"])
+                         ).runtime.mixed_precision_dtype == "bfloat16"
