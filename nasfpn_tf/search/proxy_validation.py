@@ -163,10 +163,16 @@ def _write_json(path: str, data: Any) -> None:
 
 
 def validate_proxy(config: ExperimentConfig, model_dir: str) -> dict[str, Any]:
-  """Scores the validation architectures with every configured reward; writes the report."""
+  """Scores the validation architectures with every configured reward; writes the report.
+
+  Stages run seed by seed, each reward in `search.validation.rewards`' order, and the
+  report is rewritten after every stage (its `done` lists the finished ones): the full
+  validation is hours of CPU, and an interrupted one still says what it has measured.
+  """
   v = config.search.validation
   archs = validation_architectures(config)
   scores: dict[str, dict[str, list]] = {r: {a: [] for a in archs} for r in v.rewards}
+  done = []
   for seed in range(v.seeds):
     for reward in v.rewards:
       directory = os.path.join(model_dir, f"{reward}_seed{seed}")
@@ -179,16 +185,23 @@ def validate_proxy(config: ExperimentConfig, model_dir: str) -> dict[str, Any]:
         got = _child_scores(_full_config(config), archs, seed, directory)
       for a, value in got.items():
         scores[reward][a].append(value)
-  summary = summarise(scores)
-  report = {"architectures": {a: s.to_string() for a, s in archs.items()}, "seeds": v.seeds,
-            "scores": scores, "summary": summary}
-  _write_json(os.path.join(model_dir, REPORT_FILE), report)
-  plot(summary, os.path.join(model_dir, PLOT_FILE))
-  for reward, s in summary.items():
+      done.append(f"{reward}_seed{seed}")
+      report = _write_report(model_dir, archs, v.seeds, scores, done)
+  for reward, s in report["summary"].items():
     line = f"{reward}: mean spread over seeds {s['mean_spread']}"
     if "vs_full" in s:
       line += f", vs full: {s['vs_full']}"
     print(line)
+  return report
+
+
+def _write_report(model_dir: str, archs: dict[str, ArchitectureSpec], seeds: int,
+                  scores: dict[str, dict[str, list]], done: list[str]) -> dict[str, Any]:
+  summary = summarise(scores)
+  report = {"architectures": {a: s.to_string() for a, s in archs.items()}, "seeds": seeds,
+            "done": list(done), "scores": scores, "summary": summary}
+  _write_json(os.path.join(model_dir, REPORT_FILE), report)
+  plot(summary, os.path.join(model_dir, PLOT_FILE))
   return report
 
 

@@ -313,6 +313,7 @@ def test_validate_proxy_on_a_tiny_set_writes_tau_rho_and_the_scatter(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads((tmp_path / "pv" / "proxy_validation.json").read_text())
   assert set(report["architectures"]) == {"nasfpn", "fpn", "sampled_0"}
+  assert report["done"] == ["oneshot_seed0", "full_seed0", "oneshot_seed1", "full_seed1"]
   oneshot = report["scores"]["oneshot"]
   assert oneshot["fpn"] == [None, None]   # 5 cells: no path in a 7-cell supernet
   assert all(len(v) == 2 and all(0 <= x <= 1 for x in v)
