@@ -17,9 +17,9 @@ class Killed(Exception):
   pass
 
 
-def _config():
+def _config(architectures=("nasfpn",)):
   return override(ExperimentConfig(), {"search": {"validation": {
-      "architectures": ["nasfpn"], "num_sampled": 2, "seeds": 2,
+      "architectures": list(architectures), "num_sampled": 2, "seeds": 2,
       "rewards": ["oneshot", "full"]}}})
 
 
@@ -54,3 +54,27 @@ def test_each_finished_stage_is_in_the_report_before_the_next_one_ends(tmp_path,
   assert corr["n"] == 3 and corr["kendall_tau"] == pytest.approx(1.0)
   assert corr["spearman_rho"] == pytest.approx(1.0)
   assert (tmp_path / proxy_validation.PLOT_FILE).stat().st_size > 10_000
+
+
+def test_the_bench_tables_rank_by_full_ap_and_show_every_seed(tmp_path, monkeypatch):
+  import os
+  from tests.run_helpers import load_script
+  bench = load_script("proxy_validation_table", os.path.join(
+      os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+      "bench", "proxy_validation_table.py"))
+  monkeypatch.setattr(proxy_validation, "_oneshot_scores",
+                      lambda config, archs, seed, directory: dict(ONESHOT, fpn=None))
+  monkeypatch.setattr(proxy_validation, "_child_scores",
+                      lambda config, archs, seed, directory: {a: dict(FULL, fpn=0.72)[a]
+                                                              + 0.01 * seed for a in archs})
+  monkeypatch.setattr(proxy_validation, "_full_config", lambda config: config)
+  report = proxy_validation.validate_proxy(_config(["nasfpn", "fpn"]), str(tmp_path))
+
+  rows = bench.architecture_table(report).splitlines()[2:]
+  assert [r.split(" | ")[0] for r in rows] == ["| fpn", "| nasfpn", "| sampled_1", "| sampled_0"]
+  assert rows[0].startswith("| fpn | n/a |")  # 5 cells: no path in the supernet
+  assert rows[1] == "| nasfpn | 0.100 / 0.100 (mean 0.100) | 0.700 / 0.710 (mean 0.705) |"
+  oneshot, full = bench.reward_table(report).splitlines()[2:]
+  # three architectures with a one-shot path, ranked as full training ranks them
+  assert oneshot == "| oneshot | 0.000 | 3 | 1.00 | 1.00 | 3 |"
+  assert full.startswith("| full | 0.010 | 4 |")
