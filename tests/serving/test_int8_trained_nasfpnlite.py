@@ -1,15 +1,18 @@
 """int8 TFLite keeps the AP of a fully trained NAS-FPNLite: issue 13's bound on a real model.
 
 The suite's other AP bounds are measured on a tiny FPN trained for a minute (AP ~0.1). The
-int8 losses this project had showed on well-trained models only (full_int8 lost 0.16 AP on
-the embedded default until the export kept its box path float, while the tiny model's loss
-stayed under 0.04). So this test starts from committed weights: `configs/shapes_nasfpnlite.yaml`
-trained for its full 1,000 steps (runtime.seed=1; AP 0.456 on the embedded validation
-split), 3.4 MB (weights only, no optimizer state). Regenerate them after a change of the model's layers (the load fails then):
+int8 losses this project had were found on a well-trained model (full_int8 lost 0.16 AP on
+the embedded default until the export kept its box path float), and a model at AP ~0.1 has
+little AP to lose. So this test starts from committed weights: `configs/shapes_nasfpnlite.yaml`
+trained for its full 1,000 steps (runtime.seed=1; AP 0.456 on the embedded validation split),
+3.4 MB (model weights only, no optimizer state).
+Regenerate them after a change of the model's layers (the load fails then):
 
   python run.py --config_file=configs/shapes_nasfpnlite.yaml --model_dir=/tmp/lite \
       --params_override=runtime.seed=1 --noexport_after_training
-  cp /tmp/lite/checkpoint.weights.h5 /tmp/lite/config.yaml tests/serving/trained_nasfpnlite/
+  python -c "from nasfpn_tf.serving.export_lib import load_trained_model as l; \
+      l('/tmp/lite')[0].save_weights('tests/serving/trained_nasfpnlite/checkpoint.weights.h5')"
+  cp /tmp/lite/config.yaml tests/serving/trained_nasfpnlite/
 """
 
 from __future__ import annotations
