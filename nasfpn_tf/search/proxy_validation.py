@@ -172,7 +172,9 @@ def validate_proxy(config: ExperimentConfig, model_dir: str) -> dict[str, Any]:
   v = config.search.validation
   archs = validation_architectures(config)
   scores: dict[str, dict[str, list]] = {r: {a: [] for a in archs} for r in v.rewards}
-  done = []
+  done: list[str] = []
+  # Written before the first stage too: with no reward configured it is the whole report.
+  report = _write_report(model_dir, archs, v.seeds, scores, done)
   for seed in range(v.seeds):
     for reward in v.rewards:
       directory = os.path.join(model_dir, f"{reward}_seed{seed}")
