@@ -6,7 +6,8 @@ so a validation in progress can be read too) and prints, as markdown:
      full-budget AP), ranked by the full budget's mean;
   2. each reward's mean spread over seeds (max - min, averaged over architectures) and its
      Kendall tau / Spearman rho against the full budget's mean AP, with the number of
-     architectures they are computed on.
+     architectures they are computed on; then the tau of each seed alone against the full
+     mean, and for the full budget the tau between its seeds (the ceiling for any proxy).
 
   python bench/proxy_validation_table.py runs/pv/proxy_validation.json
 """
@@ -46,12 +47,18 @@ def architecture_table(report: dict) -> str:
 
 def reward_table(report: dict) -> str:
   lines = ["| reward | mean spread over seeds | architectures with >= 2 seeds | "
-           "Kendall tau vs full | Spearman rho vs full | n |", "|---|---|---|---|---|---|"]
+           "Kendall tau vs full | Spearman rho vs full | n | Kendall tau of each seed |",
+           "|---|---|---|---|---|---|---|"]
   for reward, s in report["summary"].items():
     c = s.get("vs_full") or {}
+    if "seed_to_seed_tau" in s:  # full against itself: the ceiling for any proxy
+      by_seed = "seed vs seed: " + (" / ".join(_fmt(t, ".2f") for t in s["seed_to_seed_tau"])
+                                    or "-")
+    else:
+      by_seed = " / ".join(_fmt(t, ".2f") for t in s.get("vs_full_by_seed", [])) or "-"
     lines.append(f"| {reward} | {_fmt(s['mean_spread'])} | {len(s['spread'])} | "
                  f"{_fmt(c.get('kendall_tau'), '.2f')} | {_fmt(c.get('spearman_rho'), '.2f')} | "
-                 f"{c.get('n', '-')} |")
+                 f"{c.get('n', '-')} | {by_seed} |")
   return "\n".join(lines)
 
 

@@ -123,11 +123,30 @@ def summarise(scores: dict[str, dict[str, list]]) -> dict[str, Any]:
     for reward in means:
       if reward != "full":
         out[reward]["vs_full"] = rank_correlations(means[reward], means["full"])
+        # How much the verdict hangs on the proxy's seed: each seed alone against full's mean.
+        out[reward]["vs_full_by_seed"] = [
+            rank_correlations(seed, means["full"])["kendall_tau"]
+            for seed in _by_seed(scores[reward])]
+    # The noise ceiling: full training against itself, seed against seed. A proxy's tau
+    # is not expected to beat it.
+    full_seeds = _by_seed(scores["full"])
+    out["full"]["seed_to_seed_tau"] = [
+        rank_correlations(full_seeds[i], full_seeds[j])["kendall_tau"]
+        for i in range(len(full_seeds)) for j in range(i + 1, len(full_seeds))]
   return out
 
 
-def plot(summary: dict[str, Any], path: str) -> None:
-  """Each reward's mean against the full budget's mean AP, one panel per reward."""
+def _by_seed(per_arch: dict[str, list]) -> list[dict[str, float]]:
+  """{arch: [value per seed]} as [{arch: value} per seed], Nones left out."""
+  seeds = max((len(v) for v in per_arch.values()), default=0)
+  return [{a: v[s] for a, v in per_arch.items() if len(v) > s and v[s] is not None}
+          for s in range(seeds)]
+
+
+def plot(summary: dict[str, Any], path: str,
+         scores: Optional[dict[str, dict[str, list]]] = None) -> None:
+  """Each reward's mean against the full budget's mean AP, one panel per reward; with
+  `scores`, bars from the lowest to the highest seed on both axes."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -141,6 +160,11 @@ def plot(summary: dict[str, Any], path: str) -> None:
     means = summary[reward]["mean"]
     names = [a for a in means if a in full]
     ax.scatter([means[a] for a in names], [full[a] for a in names])
+    if scores:
+      x_err, y_err = _range_bars(scores[reward], means, names), _range_bars(
+          scores["full"], full, names)
+      ax.errorbar([means[a] for a in names], [full[a] for a in names], xerr=x_err,
+                  yerr=y_err, fmt="none", ecolor="0.6", elinewidth=0.8)
     for a in names:
       ax.annotate(a, (means[a], full[a]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     c = summary[reward]["vs_full"]
@@ -155,6 +179,17 @@ def plot(summary: dict[str, Any], path: str) -> None:
   plt.close(fig)
   from nasfpn_tf import file_io
   file_io.write_bytes(path, png.getvalue())
+
+
+def _range_bars(per_arch: dict[str, list], means: dict[str, float],
+                names: list[str]) -> np.ndarray:
+  """Matplotlib's asymmetric error bars: mean - lowest seed, highest seed - mean."""
+  lows, highs = [], []
+  for a in names:
+    got = [v for v in per_arch[a] if v is not None]
+    lows.append(means[a] - min(got))
+    highs.append(max(got) - means[a])
+  return np.array([lows, highs])
 
 
 def _write_json(path: str, data: Any) -> None:
@@ -203,7 +238,7 @@ def _write_report(model_dir: str, archs: dict[str, ArchitectureSpec], seeds: int
   report = {"architectures": {a: s.to_string() for a, s in archs.items()}, "seeds": seeds,
             "done": list(done), "scores": scores, "summary": summary}
   _write_json(os.path.join(model_dir, REPORT_FILE), report)
-  plot(summary, os.path.join(model_dir, PLOT_FILE))
+  plot(summary, os.path.join(model_dir, PLOT_FILE), scores)
   return report
 
 

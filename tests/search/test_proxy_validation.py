@@ -76,5 +76,18 @@ def test_the_bench_tables_rank_by_full_ap_and_show_every_seed(tmp_path, monkeypa
   assert rows[1] == "| nasfpn | 0.100 / 0.100 (mean 0.100) | 0.700 / 0.710 (mean 0.705) |"
   oneshot, full = bench.reward_table(report).splitlines()[2:]
   # three architectures with a one-shot path, ranked as full training ranks them
-  assert oneshot == "| oneshot | 0.000 | 3 | 1.00 | 1.00 | 3 |"
+  assert oneshot == "| oneshot | 0.000 | 3 | 1.00 | 1.00 | 3 | 1.00 / 1.00 |"
   assert full.startswith("| full | 0.010 | 4 |")
+  assert full.endswith("| seed vs seed: 1.00 |")
+
+
+def test_the_summary_says_how_far_each_seed_and_full_training_itself_agree():
+  # Worked by hand. Full training's two seeds swap a and b: 5 of 6 pairs agree, tau 4/6.
+  # Its mean ranks a (0.66) > b (0.65) > c > d; the proxy's seed 0 ranks them the other
+  # way round (tau -1), its seed 1 the same way (tau 1).
+  scores = {"proxy": {"a": [0.1, 0.4], "b": [0.2, 0.3], "c": [0.3, 0.2], "d": [0.4, 0.1]},
+            "full": {"a": [0.70, 0.62], "b": [0.60, 0.70], "c": [0.5, 0.5], "d": [0.4, 0.4]}}
+  summary = proxy_validation.summarise(scores)
+  assert summary["full"]["seed_to_seed_tau"] == [pytest.approx(4 / 6)]
+  assert summary["proxy"]["vs_full_by_seed"] == [pytest.approx(-1.0), pytest.approx(1.0)]
+  assert summary["proxy"]["spread"]["a"] == pytest.approx(0.3)
