@@ -178,9 +178,8 @@ def run_oneshot_search(config: ExperimentConfig, model_dir: str,
         f"{w['source']} reward") for w in winners[:search.num_best]], directory)
   summary["best"] = winners[:search.num_best]
   summary["best_files"] = paths
-  from nasfpn_tf.search.proxy_validation import correlation_warning
-  summary["proxy_validation"] = correlation_warning(search.validation.report) or (
-      f"validated: {search.validation.report}")
+  from nasfpn_tf.search.proxy_validation import validation_line
+  summary["proxy_validation"] = validation_line(search.validation.report)
   print(summary["proxy_validation"])
   _write_json(os.path.join(directory, SUMMARY_FILE), summary)
   for w in winners[:search.num_best]:

@@ -123,6 +123,9 @@ def summarise(scores: dict[str, dict[str, list]]) -> dict[str, Any]:
     for reward in means:
       if reward != "full":
         out[reward]["vs_full"] = rank_correlations(means[reward], means["full"])
+        # A search converges on the top of its reward, so the top is where order matters.
+        out[reward]["vs_full_top_half"] = rank_correlations(
+            means[reward], _top_half(means["full"], means[reward]))
         # How much the verdict hangs on the proxy's seed: each seed alone against full's mean.
         out[reward]["vs_full_by_seed"] = [
             rank_correlations(seed, means["full"])["kendall_tau"]
@@ -134,6 +137,12 @@ def summarise(scores: dict[str, dict[str, list]]) -> dict[str, Any]:
         rank_correlations(full_seeds[i], full_seeds[j])["kendall_tau"]
         for i in range(len(full_seeds)) for j in range(i + 1, len(full_seeds))]
   return out
+
+
+def _top_half(full: dict[str, float], reward: dict[str, float]) -> dict[str, float]:
+  """The better half (rounded up) by full AP of the architectures both maps score."""
+  names = sorted((a for a in full if reward.get(a) is not None), key=lambda a: -full[a])
+  return {a: full[a] for a in names[:(len(names) + 1) // 2]}
 
 
 def _by_seed(per_arch: dict[str, list]) -> list[dict[str, float]]:
@@ -249,11 +258,32 @@ def correlation_warning(report_path: str, reward: str = "oneshot") -> Optional[s
   if not report_path or not file_io.exists(report_path):
     return (f"the {reward} reward has not been validated (run.py --mode=validate_proxy): "
             "its ranking may not hold after full training")
-  c = json.loads(file_io.read_text(report_path))["summary"].get(reward, {}).get("vs_full")
+  summary = json.loads(file_io.read_text(report_path))["summary"].get(reward, {})
+  c = summary.get("vs_full")
   if not c or c["kendall_tau"] is None:
     return f"{report_path} has no correlation for the {reward} reward"
   if c["kendall_tau"] < WEAK_TAU:
     return (f"WARNING: the {reward} reward correlates poorly with full training (Kendall tau "
             f"{c['kendall_tau']:.2f} < {WEAK_TAU} on {c['n']} architectures, {report_path}): "
             "do not trust its ranking")
+  top = summary.get("vs_full_top_half") or {}  # absent from older reports
+  if top.get("kendall_tau") is not None and top["kendall_tau"] < WEAK_TAU:
+    return (f"WARNING: the {reward} reward ranks all architectures like full training "
+            f"(Kendall tau {c['kendall_tau']:.2f} on {c['n']}) but not the best ones (tau "
+            f"{top['kendall_tau']:.2f} < {WEAK_TAU} on the best {top['n']} by full AP, "
+            f"{report_path}): its winners need re-scoring")
   return None
+
+
+def validation_line(report_path: str, reward: str = "oneshot") -> str:
+  """The search summary's line on `reward`: the warning if there is one, else its taus."""
+  warning = correlation_warning(report_path, reward)
+  if warning:
+    return warning
+  from nasfpn_tf import file_io
+  summary = json.loads(file_io.read_text(report_path))["summary"][reward]
+  c, top = summary["vs_full"], summary.get("vs_full_top_half") or {}
+  line = f"the {reward} reward is validated: Kendall tau {c['kendall_tau']:.2f} on {c['n']}"
+  if top.get("kendall_tau") is not None:
+    line += f", {top['kendall_tau']:.2f} on the best {top['n']}"
+  return f"{line} ({report_path})"

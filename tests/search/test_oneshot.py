@@ -279,7 +279,7 @@ def test_rank_correlations_and_spread_are_those_of_scipy_on_known_values():
 
 
 def test_correlation_warning_flags_a_weak_proxy(tmp_path):
-  from nasfpn_tf.search.proxy_validation import correlation_warning
+  from nasfpn_tf.search.proxy_validation import correlation_warning, validation_line
   path = tmp_path / "proxy_validation.json"
   for tau, warns in ((0.1, True), (0.6, False)):
     path.write_text(json.dumps({"summary": {"oneshot": {"vs_full": {
@@ -287,6 +287,29 @@ def test_correlation_warning_flags_a_weak_proxy(tmp_path):
     message = correlation_warning(str(path))
     assert (message is not None and "correlates poorly" in message) == warns
   assert "not been validated" in correlation_warning("")
+  # Good overall, misordered at the top: the case the embedded set measured.
+  path.write_text(json.dumps({"summary": {"oneshot": {
+      "vs_full": {"n": 10, "kendall_tau": 0.64, "spearman_rho": 0.78},
+      "vs_full_top_half": {"n": 5, "kendall_tau": -0.2, "spearman_rho": -0.3}}}}))
+  assert "not the best ones (tau -0.20 < 0.3 on the best 5" in correlation_warning(str(path))
+  path.write_text(json.dumps({"summary": {"oneshot": {
+      "vs_full": {"n": 10, "kendall_tau": 0.64, "spearman_rho": 0.78},
+      "vs_full_top_half": {"n": 5, "kendall_tau": 0.4, "spearman_rho": 0.5}}}}))
+  assert validation_line(str(path)) == (
+      f"the oneshot reward is validated: Kendall tau 0.64 on 10, 0.40 on the best 5 ({path})")
+
+
+def test_the_top_half_is_the_best_half_by_full_ap_of_what_both_score():
+  from nasfpn_tf.search.proxy_validation import summarise
+  # g has no one-shot path, so the half is of a-f: a, b, c, which the reward orders the
+  # wrong way round (tau -1); over all six it agrees on 12 of 15 pairs, tau (12 - 3) / 15.
+  full = {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6, "e": 0.5, "f": 0.4, "g": 0.95}
+  oneshot = {"a": 0.3, "b": 0.4, "c": 0.5, "d": 0.2, "e": 0.1, "f": 0.05, "g": None}
+  summary = summarise({"full": {a: [v] for a, v in full.items()},
+                       "oneshot": {a: [v] for a, v in oneshot.items()}})
+  assert summary["oneshot"]["vs_full"]["kendall_tau"] == pytest.approx(0.6)
+  top = summary["oneshot"]["vs_full_top_half"]
+  assert top["n"] == 3 and top["kendall_tau"] == pytest.approx(-1.0)
 
 
 @pytest.mark.slow
