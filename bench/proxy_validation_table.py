@@ -6,9 +6,9 @@ so a validation in progress can be read too) and prints, as markdown:
      full-budget AP), ranked by the full budget's mean;
   2. each reward's mean spread over seeds (max - min, averaged over architectures) and its
      Kendall tau / Spearman rho against the full budget's mean AP, with the number of
-     architectures they are computed on, its tau over the better half by full AP, and the
-     tau of each seed alone against the full mean; for the full budget, the tau between
-     its seeds (the ceiling for any proxy).
+     architectures they are computed on, its tau over the better half by full AP and over
+     the architectures every reward scores, and the tau of each seed alone against the
+     full mean; for the full budget, the tau between its seeds (the ceiling for any proxy).
 
   python bench/proxy_validation_table.py runs/pv/proxy_validation.json
 """
@@ -34,6 +34,10 @@ def _fmt(value, spec: str = ".3f") -> str:
   return "-" if value is None else format(value, spec)
 
 
+def _tau_n(c) -> str:
+  return f"{_fmt(c.get('kendall_tau'), '.2f')} ({c['n']})" if c else "-"
+
+
 def architecture_table(report: dict) -> str:
   rewards = list(report["scores"])
   full = report["summary"].get("full", {}).get("mean", {})
@@ -49,7 +53,8 @@ def architecture_table(report: dict) -> str:
 def reward_table(report: dict) -> str:
   lines = ["| reward | mean spread over seeds | architectures with >= 2 seeds | "
            "Kendall tau vs full | Spearman rho vs full | n | Kendall tau, best half (n) | "
-           "Kendall tau of each seed |", "|---|---|---|---|---|---|---|---|"]
+           "Kendall tau, what every reward scores (n) | Kendall tau of each seed |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for reward, s in report["summary"].items():
     c = s.get("vs_full") or {}
     if "seed_to_seed_tau" in s:  # full against itself: the ceiling for any proxy
@@ -57,11 +62,10 @@ def reward_table(report: dict) -> str:
                                     or "-")
     else:
       by_seed = " / ".join(_fmt(t, ".2f") for t in s.get("vs_full_by_seed", [])) or "-"
-    top = s.get("vs_full_top_half") or {}
-    top_cell = f"{_fmt(top.get('kendall_tau'), '.2f')} ({top['n']})" if top else "-"
     lines.append(f"| {reward} | {_fmt(s['mean_spread'])} | {len(s['spread'])} | "
                  f"{_fmt(c.get('kendall_tau'), '.2f')} | {_fmt(c.get('spearman_rho'), '.2f')} | "
-                 f"{c.get('n', '-')} | {top_cell} | {by_seed} |")
+                 f"{c.get('n', '-')} | {_tau_n(s.get('vs_full_top_half'))} | "
+                 f"{_tau_n(s.get('vs_full_common'))} | {by_seed} |")
   return "\n".join(lines)
 
 

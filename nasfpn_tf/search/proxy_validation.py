@@ -120,9 +120,14 @@ def summarise(scores: dict[str, dict[str, list]]) -> dict[str, Any]:
     out[reward] = {"mean": means[reward], "spread": spreads,
                    "mean_spread": float(np.mean(list(spreads.values()))) if spreads else None}
   if "full" in means:
+    # The architectures every reward scores: the like-for-like comparison of rewards (the
+    # one-shot reward skips specs without a path in the supernet).
+    common = set.intersection(*(set(m) for m in means.values()))
     for reward in means:
       if reward != "full":
         out[reward]["vs_full"] = rank_correlations(means[reward], means["full"])
+        out[reward]["vs_full_common"] = rank_correlations(
+            {a: v for a, v in means[reward].items() if a in common}, means["full"])
         # A search converges on the top of its reward, so the top is where order matters.
         out[reward]["vs_full_top_half"] = rank_correlations(
             means[reward], _top_half(means["full"], means[reward]))

@@ -310,6 +310,16 @@ def test_the_top_half_is_the_best_half_by_full_ap_of_what_both_score():
   assert summary["oneshot"]["vs_full"]["kendall_tau"] == pytest.approx(0.6)
   top = summary["oneshot"]["vs_full_top_half"]
   assert top["n"] == 3 and top["kendall_tau"] == pytest.approx(-1.0)
+  # A reward that scores g too, in full training's order but for g (last, where full
+  # training puts it first): over all 7, 6 of 21 pairs disagree; on the 6 the one-shot
+  # reward also scores, none do.
+  proxy = {"a": 0.6, "b": 0.5, "c": 0.4, "d": 0.3, "e": 0.2, "f": 0.1, "g": 0.0}
+  summary = summarise({"full": {a: [v] for a, v in full.items()},
+                       "oneshot": {a: [v] for a, v in oneshot.items()},
+                       "proxy": {a: [v] for a, v in proxy.items()}})
+  assert summary["proxy"]["vs_full"]["kendall_tau"] == pytest.approx((15 - 6) / 21)
+  common = summary["proxy"]["vs_full_common"]
+  assert common["n"] == 6 and common["kendall_tau"] == pytest.approx(1.0)
 
 
 @pytest.mark.slow

@@ -77,7 +77,7 @@ def test_the_bench_tables_rank_by_full_ap_and_show_every_seed(tmp_path, monkeypa
   oneshot, full = bench.reward_table(report).splitlines()[2:]
   # three architectures with a one-shot path, ranked as full training ranks them
   # the better half of 3 is 2 architectures: too few for a tau
-  assert oneshot == "| oneshot | 0.000 | 3 | 1.00 | 1.00 | 3 | - (2) | 1.00 / 1.00 |"
+  assert oneshot == "| oneshot | 0.000 | 3 | 1.00 | 1.00 | 3 | - (2) | 1.00 (3) | 1.00 / 1.00 |"
   assert full.startswith("| full | 0.010 | 4 |")
   assert full.endswith("| seed vs seed: 1.00 |")
 
