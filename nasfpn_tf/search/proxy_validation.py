@@ -258,37 +258,40 @@ def _write_report(model_dir: str, archs: dict[str, ArchitectureSpec], seeds: int
 
 def correlation_warning(report_path: str, reward: str = "oneshot") -> Optional[str]:
   """A one-line verdict on `reward` from a proxy-validation report (None if there is none)."""
-  from nasfpn_tf import file_io
-
-  if not report_path or not file_io.exists(report_path):
-    return (f"the {reward} reward has not been validated (run.py --mode=validate_proxy): "
-            "its ranking may not hold after full training")
-  summary = json.loads(file_io.read_text(report_path))["summary"].get(reward, {})
-  c = summary.get("vs_full")
-  if not c or c["kendall_tau"] is None:
-    return f"{report_path} has no correlation for the {reward} reward"
-  if c["kendall_tau"] < WEAK_TAU:
-    return (f"WARNING: the {reward} reward correlates poorly with full training (Kendall tau "
-            f"{c['kendall_tau']:.2f} < {WEAK_TAU} on {c['n']} architectures, {report_path}): "
-            "do not trust its ranking")
-  top = summary.get("vs_full_top_half") or {}  # absent from older reports
-  if top.get("kendall_tau") is not None and top["kendall_tau"] < WEAK_TAU:
-    return (f"WARNING: the {reward} reward ranks all architectures like full training "
-            f"(Kendall tau {c['kendall_tau']:.2f} on {c['n']}) but not the best ones (tau "
-            f"{top['kendall_tau']:.2f} < {WEAK_TAU} on the best {top['n']} by full AP, "
-            f"{report_path}): its winners need re-scoring")
-  return None
+  return _verdict(report_path, reward)[0]
 
 
 def validation_line(report_path: str, reward: str = "oneshot") -> str:
   """The search summary's line on `reward`: the warning if there is one, else its taus."""
-  warning = correlation_warning(report_path, reward)
+  warning, summary = _verdict(report_path, reward)
   if warning:
     return warning
-  from nasfpn_tf import file_io
-  summary = json.loads(file_io.read_text(report_path))["summary"][reward]
   c, top = summary["vs_full"], summary.get("vs_full_top_half") or {}
   line = f"the {reward} reward is validated: Kendall tau {c['kendall_tau']:.2f} on {c['n']}"
   if top.get("kendall_tau") is not None:
     line += f", {top['kendall_tau']:.2f} on the best {top['n']}"
   return f"{line} ({report_path})"
+
+
+def _verdict(report_path: str, reward: str) -> tuple[Optional[str], dict[str, Any]]:
+  """(the warning or None, the report's summary of `reward`), the report read once."""
+  from nasfpn_tf import file_io
+
+  if not report_path or not file_io.exists(report_path):
+    return (f"the {reward} reward has not been validated (run.py --mode=validate_proxy): "
+            "its ranking may not hold after full training"), {}
+  summary = json.loads(file_io.read_text(report_path))["summary"].get(reward, {})
+  c = summary.get("vs_full")
+  if not c or c["kendall_tau"] is None:
+    return f"{report_path} has no correlation for the {reward} reward", summary
+  if c["kendall_tau"] < WEAK_TAU:
+    return (f"WARNING: the {reward} reward correlates poorly with full training (Kendall tau "
+            f"{c['kendall_tau']:.2f} < {WEAK_TAU} on {c['n']} architectures, {report_path}): "
+            "do not trust its ranking"), summary
+  top = summary.get("vs_full_top_half") or {}  # absent from older reports
+  if top.get("kendall_tau") is not None and top["kendall_tau"] < WEAK_TAU:
+    return (f"WARNING: the {reward} reward ranks all architectures like full training "
+            f"(Kendall tau {c['kendall_tau']:.2f} on {c['n']}) but not the best ones (tau "
+            f"{top['kendall_tau']:.2f} < {WEAK_TAU} on the best {top['n']} by full AP, "
+            f"{report_path}): its winners need re-scoring"), summary
+  return None, summary
