@@ -14,7 +14,8 @@ Stages (each resumable: rerun the same command after a kill):
    does that most of the time) reuses its score, journaled ones included.
 3. `DIR/search/rescore/`: the `rescore_top_k` best distinct architectures are
    trained as stand-alone children with the proxy budget (`trainer`) under Ray
-   Tune's ASHA scheduler; the best child is the winner, written to
+   Tune's ASHA scheduler (`rescore_seeds` children per architecture, ranked by their
+   mean); the best is the winner, written to
    `DIR/search/best_1.yaml` (then the other children in their order).
 `DIR/search/summary.json` gathers the stages' results and wall times.
 """
@@ -166,7 +167,9 @@ def run_oneshot_search(config: ExperimentConfig, model_dir: str,
   if k:
     from nasfpn_tf.search.rescore import rescore
     start = time.time()
-    print(f"[3/3] re-scoring the top {k} with the stand-alone proxy under ASHA -> "
+    seeds = search.oneshot.rescore_seeds
+    print(f"[3/3] re-scoring the top {k} with the stand-alone proxy"
+          f"{f' (mean of {seeds} seeds)' if seeds > 1 else ''} under ASHA -> "
           f"{os.path.join(directory, RESCORE_DIR)}")
     rows = rescore(config, [t.spec for t in top[:k]], os.path.join(directory, RESCORE_DIR),
                    ray_address)
