@@ -141,8 +141,8 @@ class OneShotConfig:
   rescore_top_k: int = 4
   # Each re-scored architecture trains this many children (runtime.seed, +1, ...); it is
   # ranked by their mean AP. One seed of the stand-alone proxy misranks: in the proxy
-  # validation (README) single seeds gave Kendall tau 0.70-0.76 against full training and
-  # the 3-seed mean 0.85. Costs `rescore_seeds` times the children.
+  # validation (README) single seeds gave Kendall tau 0.73-0.79 against full training and
+  # the 3-seed mean 0.82. Costs `rescore_seeds` times the children.
   rescore_seeds: int = 1
   # ASHA: evaluations every child gets, and the fraction (1 / reduction_factor) promoted.
   rescore_grace_evals: int = 1
