@@ -26,7 +26,7 @@ def test_an_architecture_is_scored_by_the_mean_of_its_seeds():
   assert crashed["AP"] == pytest.approx(0.4) and crashed["error"] == "OOM"
 
 
-def test_each_seed_offset_moves_the_seed_and_has_its_own_folder(tmp_path):
+def test_each_seed_offset_moves_the_seed_and_has_its_own_folder():
   config = load_config(CONFIG, "runtime.seed=5")
   assert seeded_config(config, 0) is config
   assert seeded_config(config, 2).runtime.seed == 7
