@@ -51,7 +51,8 @@ flags.DEFINE_string("model_dir", os.path.join("runs", "default"),
 flags.DEFINE_string("strategy", None, "Overrides runtime.strategy (default, mirrored, "
                     "multi_worker, tpu).")
 flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (sets runtime.tpu).")
-flags.DEFINE_string("ray_address", None, "Join this Ray cluster for --mode=search "
+flags.DEFINE_string("ray_address", None, "Join this Ray cluster for --mode=search, and for "
+                    "--mode=validate_proxy with search.validation.max_concurrent > 1 "
                     "(default: start a local one).")
 flags.DEFINE_enum("export_format", "saved_model", ["saved_model", "tflite"], "For --mode=export.")
 flags.DEFINE_string("export_dir", None, "For --mode=export (default MODEL_DIR/export).")
@@ -213,7 +214,7 @@ def _search(config) -> None:
 
 def _validate_proxy(config) -> None:
   from nasfpn_tf.search.proxy_validation import validate_proxy
-  validate_proxy(config, FLAGS.model_dir)
+  validate_proxy(config, FLAGS.model_dir, ray_address=FLAGS.ray_address)
 
 
 def _make_tfrecords(config) -> None:

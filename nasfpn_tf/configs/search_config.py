@@ -179,6 +179,10 @@ class ProxyValidationConfig:
   full_config: str = ""
   # A proxy_validation.json the search reads to say whether its reward can be trusted.
   report: str = ""
+  # Children of a proxy or full stage trained at once, as Ray Tune trials (search.trial_cpus
+  # each, TensorFlow held to that many threads; search.ray_address or --ray_address joins a
+  # cluster). 1: one after another in this process.
+  max_concurrent: int = 1
 
   def __post_init__(self):
     _check(isinstance(self.architectures, list) and all(
@@ -188,6 +192,7 @@ class ProxyValidationConfig:
     _check(self.seeds >= 1, "seeds", f"must be >= 1, got {self.seeds}")
     _check(isinstance(self.rewards, list) and all(r in REWARDS for r in self.rewards),
            "rewards", f"{self.rewards} is not a list of {list(REWARDS)}")
+    _check(self.max_concurrent >= 1, "max_concurrent", f"must be >= 1, got {self.max_concurrent}")
 
 
 @dataclasses.dataclass

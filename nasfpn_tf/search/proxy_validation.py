@@ -15,11 +15,13 @@ and reports (a) each reward's spread over seeds of the same architecture, (b) Ke
 tau and Spearman's rho (scipy) between each reward's mean and the full budget's mean
 AP. `proxy_validation.json` and `proxy_validation.png` (reward vs full AP) go to
 MODEL_DIR; every trained model is kept under MODEL_DIR, so a rerun after a kill
-trains only what is missing.
+trains only what is missing. `search.validation.max_concurrent` > 1 trains the children
+of each proxy or full stage that many at a time, as Ray Tune trials.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -29,6 +31,7 @@ import numpy as np
 
 from nasfpn_tf.architecture_spec import ArchitectureSpec, parse_spec
 from nasfpn_tf.configs.experiment import ExperimentConfig
+from nasfpn_tf.configs.search_config import SearchConfig
 
 REPORT_FILE = "proxy_validation.json"
 PLOT_FILE = "proxy_validation.png"
@@ -78,10 +81,72 @@ def _oneshot_scores(config, archs, seed: int, directory: str) -> dict[str, Optio
   return scores
 
 
-def _child_scores(config, archs, seed: int, directory: str) -> dict[str, float]:
+def _child_scores(config, archs, seed: int, directory: str,
+                  search: SearchConfig) -> dict[str, float]:
+  """AP of a stand-alone child of `config` per architecture, one after another or, with
+  `search.validation.max_concurrent` > 1, as Ray Tune trials."""
   from nasfpn_tf.search.rewards import ProxyReward
+  if search.validation.max_concurrent > 1:
+    return _children_on_ray(_seeded(config, seed), archs, directory, search)
   reward = ProxyReward(_seeded(config, seed), directory)
   return {name: reward(spec) for name, spec in archs.items()}
+
+
+def _child_trainable(params: dict[str, Any], base_config: ExperimentConfig = None,
+                     directory: str = "", threads: int = 1) -> None:
+  """Ray Tune function trainable: one child, through ProxyReward (which stores its AP and
+  reuses a stored one, so a rerun trains only what is missing)."""
+  import tensorflow as tf
+  from ray import tune
+
+  from nasfpn_tf.architecture_spec import from_records
+  from nasfpn_tf.search.rewards import ProxyReward
+
+  try:
+    # Children share the machine: TensorFlow would give each one a thread per core.
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+  except RuntimeError:   # this worker already ran TensorFlow: keep its setting
+    pass
+  arch = params["arch"]
+  spec = from_records(arch["cells"], arch["min_level"], arch["max_level"])
+  tune.report({"AP": ProxyReward(base_config, directory)(spec)})
+
+
+def _children_on_ray(config: ExperimentConfig, archs: dict[str, ArchitectureSpec],
+                     directory: str, search: SearchConfig) -> dict[str, float]:
+  """The children of one stage as a Ray Tune grid, `max_concurrent` at a time."""
+  from nasfpn_tf import file_io
+  from nasfpn_tf.search.ray_engine import import_ray, init_ray
+
+  ray, tune = import_ray()
+  started = init_ray(search)
+  try:
+    trainable = tune.with_parameters(_child_trainable, base_config=config, directory=directory,
+                                     threads=max(1, int(search.trial_cpus)))
+    trainable = tune.with_resources(trainable, {"cpu": search.trial_cpus,
+                                                "gpu": search.trial_gpus})
+    params = [{"name": name, "cells": spec.to_records(), "min_level": spec.min_level,
+               "max_level": spec.max_level} for name, spec in archs.items()]
+    storage = directory if "://" in directory else os.path.abspath(directory)
+    file_io.makedirs(os.path.join(storage, "ray"))
+    tuner = tune.Tuner(
+        trainable, param_space={"arch": tune.grid_search(params)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=search.validation.max_concurrent,
+                                    reuse_actors=False),
+        run_config=tune.RunConfig(name="children", storage_path=os.path.join(storage, "ray"),
+                                  verbose=0))
+    results = tuner.fit()
+  finally:
+    if started:
+      ray.shutdown()
+  got = {}
+  for result in results:
+    name = result.config["arch"]["name"]
+    if result.error is not None:
+      last = str(result.error).strip().splitlines()[-1:] or [""]
+      raise RuntimeError(f"proxy validation: child '{name}' in {directory} failed: {last[0]}")
+    got[name] = float(result.metrics["AP"])
+  return {name: got[name] for name in archs}
 
 
 def _full_config(config: ExperimentConfig) -> ExperimentConfig:
@@ -211,14 +276,19 @@ def _write_json(path: str, data: Any) -> None:
   file_io.write_json(path, data, indent=1)
 
 
-def validate_proxy(config: ExperimentConfig, model_dir: str) -> dict[str, Any]:
+def validate_proxy(config: ExperimentConfig, model_dir: str,
+                   ray_address: Optional[str] = None) -> dict[str, Any]:
   """Scores the validation architectures with every configured reward; writes the report.
 
   Stages run seed by seed, each reward in `search.validation.rewards`' order, and the
   report is rewritten after every stage (its `done` lists the finished ones): the full
   validation is hours of CPU, and an interrupted one still says what it has measured.
+  With `search.validation.max_concurrent` > 1 the children of a stage train at once on
+  Ray (`ray_address`, else `search.ray_address`, else a local cluster).
   """
   v = config.search.validation
+  search = dataclasses.replace(config.search,
+                               ray_address=ray_address or config.search.ray_address)
   archs = validation_architectures(config)
   scores: dict[str, dict[str, list]] = {r: {a: [] for a in archs} for r in v.rewards}
   done: list[str] = []
@@ -231,9 +301,9 @@ def validate_proxy(config: ExperimentConfig, model_dir: str) -> dict[str, Any]:
       if reward == "oneshot":
         got = _oneshot_scores(config, archs, seed, directory)
       elif reward == "proxy":
-        got = _child_scores(config, archs, seed, directory)
+        got = _child_scores(config, archs, seed, directory, search)
       else:
-        got = _child_scores(_full_config(config), archs, seed, directory)
+        got = _child_scores(_full_config(config), archs, seed, directory, search)
       for a, value in got.items():
         scores[reward][a].append(value)
       done.append(f"{reward}_seed{seed}")

@@ -30,7 +30,7 @@ def test_each_finished_stage_is_in_the_report_before_the_next_one_ends(tmp_path,
     calls.append(("oneshot", seed))
     return {a: ONESHOT[a] + 0.001 * seed for a in archs}
 
-  def child(config, archs, seed, directory):
+  def child(config, archs, seed, directory, search):
     calls.append(("full", seed))
     if seed == 1:
       raise Killed  # the run dies in its last stage
@@ -65,8 +65,8 @@ def test_the_bench_tables_rank_by_full_ap_and_show_every_seed(tmp_path, monkeypa
   monkeypatch.setattr(proxy_validation, "_oneshot_scores",
                       lambda config, archs, seed, directory: dict(ONESHOT, fpn=None))
   monkeypatch.setattr(proxy_validation, "_child_scores",
-                      lambda config, archs, seed, directory: {a: dict(FULL, fpn=0.72)[a]
-                                                              + 0.01 * seed for a in archs})
+                      lambda config, archs, seed, directory, search: {
+                          a: dict(FULL, fpn=0.72)[a] + 0.01 * seed for a in archs})
   monkeypatch.setattr(proxy_validation, "_full_config", lambda config: config)
   report = proxy_validation.validate_proxy(_config(["nasfpn", "fpn"]), str(tmp_path))
 
@@ -92,3 +92,34 @@ def test_the_summary_says_how_far_each_seed_and_full_training_itself_agree():
   assert summary["full"]["seed_to_seed_tau"] == [pytest.approx(4 / 6)]
   assert summary["proxy"]["vs_full_by_seed"] == [pytest.approx(-1.0), pytest.approx(1.0)]
   assert summary["proxy"]["spread"]["a"] == pytest.approx(0.3)
+
+
+@pytest.mark.slow
+def test_children_of_a_stage_train_at_once_on_ray_and_are_not_trained_again(tmp_path):
+  pytest.importorskip("ray.tune")
+  from nasfpn_tf.configs.loading import load_config
+  from nasfpn_tf.search.proxy_task import spec_digest
+  from nasfpn_tf.search.proxy_validation import validate_proxy, validation_architectures
+  from tests.search.test_oneshot import CONFIG, tiny_overrides
+
+  config = load_config(CONFIG, tiny_overrides(tmp_path / "shapes") + (
+      ",search.validation.architectures=[nasfpn,fpn],search.validation.num_sampled=0,"
+      "search.validation.seeds=1,search.validation.rewards=[proxy],"
+      "search.validation.max_concurrent=2,search.validation.report=''"))
+  model_dir = tmp_path / "pv"
+  model_dir.mkdir()   # run.py makes it (and locks it)
+  report = validate_proxy(config, str(model_dir))
+  children = {name: model_dir / "proxy_seed0" / f"child_{spec_digest(spec)}"
+              for name, spec in validation_architectures(config).items()}
+  stored = {name: json.loads((d / "proxy_reward.json").read_text())["metrics"]["AP"]
+            for name, d in children.items()}
+  assert report["done"] == ["proxy_seed0"]
+  assert report["scores"]["proxy"] == {name: [pytest.approx(ap)] for name, ap in stored.items()}
+  assert (model_dir / "proxy_seed0" / "ray" / "children").is_dir()   # Ray ran them
+  # At once: each child began (wrote its config.yaml) before the other one finished.
+  began = {n: (d / "config.yaml").stat().st_mtime for n, d in children.items()}
+  ended = {n: (d / "proxy_reward.json").stat().st_mtime for n, d in children.items()}
+  assert began["nasfpn"] < ended["fpn"] and began["fpn"] < ended["nasfpn"]
+  again = validate_proxy(config, str(model_dir))
+  assert again["scores"] == report["scores"]
+  assert {n: (d / "proxy_reward.json").stat().st_mtime for n, d in children.items()} == ended
