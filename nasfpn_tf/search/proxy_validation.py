@@ -86,9 +86,10 @@ def _child_scores(config, archs, seed: int, directory: str,
   """AP of a stand-alone child of `config` per architecture, one after another or, with
   `search.validation.max_concurrent` > 1, as Ray Tune trials."""
   from nasfpn_tf.search.rewards import ProxyReward
+  seeded = _seeded(config, seed)
   if search.validation.max_concurrent > 1:
-    return _children_on_ray(_seeded(config, seed), archs, directory, search)
-  reward = ProxyReward(_seeded(config, seed), directory)
+    return _children_on_ray(seeded, archs, directory, search)
+  reward = ProxyReward(seeded, directory)
   return {name: reward(spec) for name, spec in archs.items()}
 
 
@@ -127,13 +128,13 @@ def _children_on_ray(config: ExperimentConfig, archs: dict[str, ArchitectureSpec
                                                 "gpu": search.trial_gpus})
     params = [{"name": name, "cells": spec.to_records(), "min_level": spec.min_level,
                "max_level": spec.max_level} for name, spec in archs.items()]
-    storage = directory if "://" in directory else os.path.abspath(directory)
-    file_io.makedirs(os.path.join(storage, "ray"))
+    storage = os.path.join(directory if "://" in directory else os.path.abspath(directory), "ray")
+    file_io.makedirs(storage)
     tuner = tune.Tuner(
         trainable, param_space={"arch": tune.grid_search(params)},
         tune_config=tune.TuneConfig(max_concurrent_trials=search.validation.max_concurrent,
                                     reuse_actors=False),
-        run_config=tune.RunConfig(name="children", storage_path=os.path.join(storage, "ray"),
+        run_config=tune.RunConfig(name="children", storage_path=storage,
                                   verbose=0))
     results = tuner.fit()
   finally:
